@@ -1,0 +1,31 @@
+"""ANNT: Adversarial Neural Network Toolkit.
+
+Train full-precision and DoReFa-quantized classifiers, attack them, and measure how robust
+they are. Entry points: ``annt.models.create_model``, ``annt.train.train_model``,
+``annt.load`` (checkpoint or ``zoo:NAME`` -> ready model), ``annt.attacks``, ``annt.run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from annt.version import __version__
+
+__all__ = ["__version__", "load", "run"]
+
+
+def load(spec: str | Path, device: str = "cpu"):
+    """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash-verified)."""
+    import torch
+
+    from annt.cli.common import load_model_arg
+
+    return load_model_arg(str(spec), torch.device(device))
+
+
+def run(spec: Any, **kwargs: Any):
+    """Run a study from a YAML path, a dict, or a spec object (see ``annt.experiments``)."""
+    from annt.experiments import run_study
+
+    return run_study(spec, **kwargs)

@@ -1,0 +1,122 @@
+"""The result every attack returns and the helpers every attack shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from annt.errors import AnntError
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one batched attack.
+
+    ``adversarial`` is always clipped to [0, 1] and has the inputs' shape; ``success`` says
+    per sample whether the attack's goal (misclassification, or the target class) was reached
+    on the attacked model. Costs are per sample so that batched and unbatched runs compare.
+    """
+
+    adversarial: torch.Tensor
+    success: torch.Tensor  # bool [N]
+    iterations: torch.Tensor  # int64 [N]
+    forward_passes: torch.Tensor  # int64 [N]: model evaluations spent on each sample
+    backward_passes: torch.Tensor  # int64 [N]: gradient evaluations spent on each sample
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. UAP noise
+
+
+class CallCounter(nn.Module):
+    """Wraps a model and counts forward passes per sample (backward passes counted by attacks)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.samples = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.samples += x.shape[0]
+        return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers. Attacks are plain functions; these keep their bookkeeping identical.
+# --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Attack the deterministic (eval) network, then give the caller back the mode it had."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A local generator on ``device``: seeded runs repeat, unseeded ones follow torch's RNG."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def check_batch(inputs: torch.Tensor, labels: torch.Tensor, attack: str) -> torch.Tensor:
+    """Fail early (one line) on inputs an attack cannot handle; return labels as int64."""
+    if inputs.dim() < 2 or inputs.shape[0] == 0:
+        raise AnntError(f"{attack}: inputs must be a non-empty batch [N, ...], got {tuple(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise AnntError(f"{attack}: inputs must be floating point images in [0, 1]")
+    labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
+    if labels.shape[0] != inputs.shape[0]:
+        raise AnntError(
+            f"{attack}: got {inputs.shape[0]} inputs but {labels.shape[0]} labels"
+        )
+    return labels
+
+
+def counts(n: int, value: int | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A per-sample int64 cost vector filled with ``value`` (or a copy of a tensor)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=torch.int64).clone()
+    return torch.full((n,), int(value), dtype=torch.int64, device=device)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory."""
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=x.device)
+    return torch.cat([model(c).argmax(1) for c in x.split(batch_size)])
+
+
+def is_adversarial(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Goal test shared by all attacks: reach the target, or leave the true class."""
+    return pred == labels if targeted else pred != labels
+
+
+def flat_norm(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
+    """Per-sample vector norm of a batch."""
+    return torch.linalg.vector_norm(x.flatten(1), ord=p, dim=1)
+
+
+def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample vector [N] so that it broadcasts against a batch like ``like``."""
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of ``objective(logits).sum()`` w.r.t. ``x`` (one forward + one backward)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(objective(logits).sum(), x)
+    return grad, logits.detach()

@@ -1,0 +1,54 @@
+"""Argument helpers shared by sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from annt.errors import AnntError
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", default=None,
+        help="dataset root (default: $ANNT_DATA_DIR, else ~/.cache/annt/data)",
+    )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AnntError(f"unknown device {name!r}: use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AnntError("device cuda requested but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def load_model_arg(spec: str, device: torch.device) -> nn.Module:
+    """A checkpoint folder, or ``zoo:NAME`` for a bundled model."""
+    from annt.store.checkpoint import load_checkpoint
+
+    if spec.startswith("zoo:"):
+        from annt.zoo import load_zoo_model
+
+        return load_zoo_model(spec[4:], device=device)
+    return load_checkpoint(spec, device=device)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

@@ -1,0 +1,56 @@
+"""``annt train``: train a registered model on a dataset at a bitwidth, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from annt.cli.common import add_data_dir, add_device, positive_int, resolve_device
+from annt.data import dataset_info
+from annt.models import model_info
+from annt.quant import parse_bits
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model (FP or DoReFa-quantized); resumes if interrupted")
+    p.add_argument("--model", required=True, help="registered model name (see `annt models`)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the model's own)")
+    p.add_argument("--bits", default="fp", help="'fp', n (W=A=n, G=32) or 'W,A,G' (default fp)")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--validation-size", type=positive_int, default=None)
+    p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL-DATASET-BITS-sSEED)")
+    p.add_argument("--no-progress", action="store_true")
+    add_data_dir(p)
+    add_device(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from annt.train import train_model
+
+    info = model_info(args.model)
+    dataset = args.dataset or info.default_dataset
+    ds = dataset_info(dataset)
+    spec = parse_bits(args.bits)
+    out = args.out or f"runs/train/{info.name}-{ds.name.replace(':', '_').replace('/', '_')}-{spec.tag}-s{args.seed}"
+    result = train_model(
+        info.name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
+        data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
+        train_limit=args.train_limit, lr=args.lr, batch_size=args.batch_size,
+        optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
+        augment=args.augment, validation_size=args.validation_size,
+    )
+    print(json.dumps({
+        "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,
+        "validation_accuracy": round(result.validation_accuracy, 4),
+        "test_accuracy": round(result.test_accuracy, 4),
+    }))
+    return 0

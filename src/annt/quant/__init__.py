@@ -1,0 +1,17 @@
+"""DoReFa quantization: bitwidth specs, quantizer functions and quantized layers."""
+
+from annt.quant.bits import BitSpec, parse_bits
+from annt.quant.dorefa import quantize_activation, quantize_gradient, quantize_k, quantize_weight
+from annt.quant.layers import QAct, QConv2d, QLinear
+
+__all__ = [
+    "BitSpec",
+    "parse_bits",
+    "quantize_k",
+    "quantize_weight",
+    "quantize_activation",
+    "quantize_gradient",
+    "QAct",
+    "QConv2d",
+    "QLinear",
+]

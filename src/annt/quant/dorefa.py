@@ -1,0 +1,77 @@
+"""DoReFa-Net quantizers (Zhou et al. 2016) as in tensorpack's ``dorefa.py``.
+
+All quantizers pass gradients straight through (STE) so that gradient-based attacks and
+training work on quantized networks exactly as they did in the original tool.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from annt.quant.bits import FULL
+
+
+def _straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Forward value exactly ``q`` (``x - x.detach()`` is exactly 0); gradient of identity."""
+    return q.detach() + (x - x.detach())
+
+
+def quantize_k(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``round(x * (2^k - 1)) / (2^k - 1)`` with a straight-through (identity) gradient."""
+    if k >= FULL:
+        return x
+    n = float(2**k - 1)
+    q = torch.round(x * n) / n
+    return _straight_through(x, q)
+
+
+def quantize_weight(w: torch.Tensor, k: int) -> torch.Tensor:
+    """DoReFa weight quantizer.
+
+    k = 1: ``sign(w) * mean(|w|)`` with sign(0) = +1, E without gradient, STE for sign.
+    k >= 2: ``2 * quantize_k(tanh(w) / max|tanh(w)| * 0.5 + 0.5) - 1``.
+    """
+    if k >= FULL:
+        return w
+    if k == 1:
+        scale = w.abs().mean().detach()
+        signed = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w)) * scale
+        return _straight_through(w, signed)
+    t = torch.tanh(w)
+    t = t / t.abs().max() * 0.5 + 0.5
+    return 2 * quantize_k(t, k) - 1
+
+
+def quantize_activation(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The DoReFa nonlinearity: ReLU at 32 bits, else ``quantize_k(clip(x, 0, 1))``."""
+    if k >= FULL:
+        return torch.relu(x)
+    return quantize_k(torch.clamp(x, 0.0, 1.0), k)
+
+
+class _QuantizeGradient(torch.autograd.Function):
+    """Identity forward; backward quantizes dy per sample with uniform noise (tensorpack fg)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.k = k
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):  # type: ignore[override]
+        k = ctx.k
+        dims = tuple(range(1, dy.dim()))
+        maxx = dy.abs().amax(dim=dims, keepdim=True) if dims else dy.abs().max()
+        maxx = torch.where(maxx > 0, maxx, torch.ones_like(maxx))
+        n = float(2**k - 1)
+        g = dy / maxx * 0.5 + 0.5 + (torch.rand_like(dy) - 0.5) / n
+        g = torch.clamp(g, 0.0, 1.0)
+        g = torch.round(g * n) / n - 0.5
+        return g * maxx * 2, None
+
+
+def quantize_gradient(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Identity in the forward pass; quantizes the incoming gradient to k bits when k < 32."""
+    if k >= FULL or not x.requires_grad:
+        return x
+    return _QuantizeGradient.apply(x, k)

@@ -1,0 +1,1 @@
+"""Durable storage: atomic writes, checksums, checkpoints, adversarial sets."""

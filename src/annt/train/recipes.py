@@ -1,0 +1,42 @@
+"""Training recipes of the original tool, selected by model family; every field overridable."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Recipe(BaseModel):
+    """Optimiser, schedule and augmentation for one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: str = Field("adam", pattern="^(adam|sgd)$")
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(10, ge=1)
+    lr_milestones: list[int] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    augment: bool = False  # pad 4 + random crop + horizontal flip
+    validation_size: int | None = None
+
+
+def default_recipe(model_name: str) -> Recipe:
+    """Adam 1e-3 / batch 128 for the MNIST models; SGD 0.1 momentum 0.9 wd 2e-4 for ResNets."""
+    if model_name.startswith("resnet"):
+        return Recipe(
+            optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=2e-4, batch_size=128,
+            epochs=64, lr_milestones=[32, 48], augment=True,
+        )
+    return Recipe()
+
+
+def make_recipe(model_name: str, **overrides) -> Recipe:
+    """The family's default with the given fields replaced (``None`` values are ignored)."""
+    base = default_recipe(model_name).model_dump()
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("epochs") is not None and "lr_milestones" not in overrides and base["lr_milestones"]:
+        # keep the step schedule proportional when only the epoch count changes
+        scale = base["epochs"] / default_recipe(model_name).epochs
+        base["lr_milestones"] = [max(1, round(m * scale)) for m in default_recipe(model_name).lr_milestones]
+    return Recipe(**base)

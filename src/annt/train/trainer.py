@@ -1,0 +1,212 @@
+"""Training loop: progress bar, JSON-lines metrics, best-on-validation + last checkpoints, resume.
+
+A run is fully described by its folder: ``last/`` holds weights and optimizer/RNG state after
+every epoch, ``best/`` the weights with the highest validation accuracy, ``metrics.jsonl``
+one line per epoch. Re-running the same command after an interruption continues from
+``last/`` instead of starting over; per-epoch data order is derived from (seed, epoch), so a
+resumed CPU run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from annt.data import ImageSet, dataset_info, load_dataset
+from annt.errors import AnntError
+from annt.models import create_model
+from annt.models.inference import accuracy
+from annt.quant.bits import parse_bits
+from annt.store.atomic import atomic_write_text
+from annt.store.checkpoint import read_meta, save_checkpoint
+from annt.train.recipes import Recipe, make_recipe
+from annt.train.state import has_train_state, load_train_state, save_train_state
+
+
+@dataclass
+class TrainResult:
+    best: Path
+    last: Path
+    validation_accuracy: float
+    test_accuracy: float
+    epochs: int
+    history: list[dict[str, Any]]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Pad 4 (zeros) + random 32x32 crop + random horizontal flip, batched."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dy = torch.randint(0, 9, (n,), generator=gen)
+    dx = torch.randint(0, 9, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # [n, h]
+    cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # [n, w]
+    idx_n = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only (as tensorpack regularizes '.*/W')."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [
+        {"params": decay, "weight_decay": recipe.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+    return torch.optim.Adam(groups, lr=recipe.lr)
+
+
+def _lr_at(recipe: Recipe, epoch: int) -> float:
+    return recipe.lr * 0.1 ** sum(epoch >= m for m in recipe.lr_milestones)
+
+
+def fit(
+    model: nn.Module,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    recipe: Recipe,
+    out_dir: str | Path,
+    meta: dict[str, Any],
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], float]:
+    """Train any ``nn.Module`` mapping [0,1] images to logits; resumes from ``out_dir/last``.
+
+    Returns the per-epoch history and the best validation accuracy.
+    """
+    out = Path(out_dir)
+    device = torch.device(device) if device is not None else default_device()
+    model.to(device)
+    torch.manual_seed(seed)
+    optimizer = _optimizer(model, recipe)
+    history: list[dict[str, Any]] = []
+    best_val = -1.0
+    config = {"recipe": recipe.model_dump(), "seed": seed, **{k: meta[k] for k in ("model", "bits", "dataset") if k in meta}}
+    last = out / "last"
+    if has_train_state(last):
+        from annt.store.checkpoint import load_state
+
+        info = load_train_state(last, optimizer)
+        saved = {k: v for k, v in info["config"].items() if k != "recipe"}
+        now = {k: v for k, v in config.items() if k != "recipe"}
+        saved_recipe = {k: v for k, v in info["config"]["recipe"].items() if k != "epochs"}
+        now_recipe = {k: v for k, v in recipe.model_dump().items() if k != "epochs"}
+        if saved != now or saved_recipe != now_recipe:
+            raise AnntError(
+                f"{out} holds a different training run ({saved}); use another --out folder"
+            )
+        model.load_state_dict(load_state(last))
+        history, best_val = info["history"], info["best_val"]
+    start = len(history)
+    regularizer = getattr(model, "regularization_loss", None)
+    n = len(train_set)
+    for epoch in range(start, recipe.epochs):
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        lr = _lr_at(recipe, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        tic = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            range(0, n, recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
+            disable=not progress, leave=False, unit="batch",
+        )
+        for start_i in bar:
+            idx = order[start_i : start_i + recipe.batch_size]
+            x, y = train_set.x[idx], train_set.y[idx]
+            if recipe.augment:
+                x = augment_batch(x, gen)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if regularizer is not None:
+                loss = loss + regularizer()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+        seconds = time.perf_counter() - tic
+        val_acc = accuracy(model, val_set.x, val_set.y)
+        record = {
+            "epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "validation_accuracy": val_acc, "seconds": round(seconds, 3),
+            "images_per_s": round(seen / seconds, 1),
+        }
+        history.append(record)
+        if progress:
+            tqdm.write(json.dumps(record))
+        epoch_meta = {**meta, "epochs": epoch + 1, "seed": seed, "validation_accuracy": val_acc}
+        if val_acc > best_val:
+            best_val = val_acc
+            save_checkpoint(out / "best", model, epoch_meta)
+        save_checkpoint(last, model, epoch_meta)
+        save_train_state(last, optimizer, {"config": config, "history": history, "best_val": best_val})
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    return history, best_val
+
+
+def train_model(
+    model_name: str,
+    dataset: str,
+    bits: str | int | None,
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    data_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    train_limit: int | None = None,
+    **recipe_overrides: Any,
+) -> TrainResult:
+    """Train a registered model on a named dataset; the CLI's ``annt train``."""
+    spec = parse_bits(bits)
+    recipe = make_recipe(model_name, epochs=epochs, **recipe_overrides)
+    info = dataset_info(dataset)
+    train_set = load_dataset(dataset, "train", data_dir, validation_size=recipe.validation_size, seed=seed)
+    val_set = load_dataset(dataset, "validation", data_dir, validation_size=recipe.validation_size, seed=seed)
+    if train_limit is not None:
+        train_set = train_set.subset(torch.arange(min(train_limit, len(train_set))))
+    channels, size = train_set.x.shape[1], train_set.x.shape[2]
+    num_classes = len(train_set.classes)
+    torch.manual_seed(seed)  # seeded initialisation: same seed, same weights
+    model = create_model(model_name, spec, in_channels=channels, num_classes=num_classes, image_size=size)
+    meta = {
+        "model": model_name, "bits": str(spec), "bits_tag": spec.tag, "dataset": info.name,
+        "geometry": {"channels": channels, "image_size": size, "num_classes": num_classes},
+        "recipe": recipe.model_dump(),
+    }
+    out = Path(out_dir)
+    history, best_val = fit(model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress)
+    from annt.store.checkpoint import load_checkpoint
+
+    test_set = load_dataset(dataset, "test", data_dir)
+    best_model = load_checkpoint(out / "best", device=device or default_device())
+    test_acc = accuracy(best_model, test_set.x, test_set.y)
+    best_meta = read_meta(out / "best")
+    if best_meta.get("test_accuracy") != test_acc:
+        save_checkpoint(out / "best", best_model, {**best_meta, "test_accuracy": test_acc})
+    return TrainResult(out / "best", out / "last", best_val, test_acc, len(history), history)

@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import annt
+from annt.errors import AnntError
+from annt.models import create_model
+from annt.store.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from annt.train import train_model
+
+TRAIN_ARGS = dict(epochs=2, train_limit=1500, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train_model("mnist_a", "embedded", "1", out, **TRAIN_ARGS)
+    return out
+
+
+def test_training_writes_best_last_metrics_and_sidecar(trained):
+    for sub in ("best", "last"):
+        assert (trained / sub / "model.safetensors").is_file()
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    meta = read_meta(trained / "best")
+    for key in ("model", "bits", "dataset", "epochs", "seed", "validation_accuracy", "test_accuracy",
+                "annt_version", "weights_sha256"):
+        assert key in meta
+    assert meta["model"] == "mnist_a" and meta["bits"] == "1,1,32"
+    model = annt.load(trained / "best")
+    assert not model.training and model.conv1.w_bits == 1
+
+
+def test_training_is_reproducible_and_finished_run_is_not_repeated(trained, tmp_path):
+    result = train_model("mnist_a", "embedded", "1", tmp_path / "again", **TRAIN_ARGS)
+    a = load_file(trained / "last" / "model.safetensors")
+    b = load_file(tmp_path / "again" / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    before = (tmp_path / "again" / "last" / "model.safetensors").stat().st_mtime_ns
+    again = train_model("mnist_a", "embedded", "1", tmp_path / "again", **TRAIN_ARGS)
+    assert (tmp_path / "again" / "last" / "model.safetensors").stat().st_mtime_ns == before
+    assert again.epochs == result.epochs == 2
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    reference = tmp_path / "ref"
+    train_model("mnist_a", "embedded", "fp", reference, epochs=3, train_limit=1500, progress=False, device="cpu")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "annt.cli.main", "train", "--model", "mnist_a", "--dataset", "embedded",
+           "--epochs", "3", "--train-limit", "1500", "--out", str(out), "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "last" / "train_state.json").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = json.loads((out / "last" / "train_state.json").read_text())["info"]["history"]
+    assert len(finished) < 3, "the run finished before it could be killed"
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = load_file(reference / "last" / "model.safetensors")
+    b = load_file(out / "last" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_corrupt_checkpoint_is_detected(trained, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained / "best", bad)
+    weights = bad / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(AnntError, match="corrupt checkpoint"):
+        load_checkpoint(bad)
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(AnntError, match="corrupt checkpoint sidecar"):
+        load_checkpoint(bad)
+    with pytest.raises(AnntError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_checkpoint_round_trip_for_user_module(tmp_path):
+    model = create_model("lenet5")
+    meta = {"model": "lenet5", "bits": "32,32,32", "dataset": "mnist",
+            "geometry": {"channels": 1, "image_size": 28, "num_classes": 10}}
+    save_checkpoint(tmp_path / "ck", model, meta)
+    loaded = load_checkpoint(tmp_path / "ck")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert not any(p.suffix == ".pt" for p in (tmp_path / "ck").iterdir())
+
+
+def test_user_module_trains_with_fit(tmp_path):
+    from annt.data import load_dataset
+    from annt.train import fit, make_recipe
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+        def forward(self, x):
+            return self.net(x)
+
+    train = load_dataset("embedded", "train").subset(range(1000))
+    val = load_dataset("embedded", "validation")
+    history, best = fit(Tiny(), train, val, make_recipe("tiny", epochs=2), tmp_path, {"model": "tiny"},
+                        progress=False, device="cpu")
+    assert len(history) == 2 and best > 0.5
+
+
+def test_cli_errors_are_single_lines(tmp_path):
+    env = {**os.environ, "ANNT_OFFLINE": "1"}
+    cases = [
+        ["train", "--model", "nope"],
+        ["train", "--model", "mnist_a", "--bits", "3x"],
+        ["train", "--model", "mnist_a", "--bits", "0"],
+        ["train", "--model", "mnist_a", "--bits", "33"],
+        ["train", "--model", "mnist_a", "--dataset", "nope"],
+        ["train", "--model", "mnist_a", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty")],
+        ["evaluate", "--checkpoint", str(tmp_path / "missing")],
+        ["attack", "--checkpoint", str(tmp_path / "missing"), "--attack", "fgsm", "--out", str(tmp_path / "a.npz")],
+    ]
+    for args in cases:
+        r = subprocess.run([sys.executable, "-m", "annt.cli.main", *args], capture_output=True, text=True, env=env)
+        assert r.returncode != 0, args
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("annt: error:"), (args, r.stderr)
+        assert "Traceback" not in r.stderr
