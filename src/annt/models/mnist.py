@@ -10,6 +10,19 @@ from annt.quant.bits import FULL, BitSpec
 from annt.quant.layers import qact, qconv, qlinear
 
 
+def tensorpack_init(model: nn.Module) -> None:
+    """tensorpack's defaults: VarianceScaling(2.0) (He, fan_in) weights, zero biases.
+
+    PyTorch's smaller default scale leaves 1-bit networks dead: E = mean|w| is then so small
+    that almost no activation crosses the 0.5 rounding threshold.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class MnistConvNet(nn.Module):
     """conv0 -> pool -> conv1 -> conv2 -> pool -> conv3 -> fc0 512 -> dropout -> linear.
 
@@ -36,6 +49,7 @@ class MnistConvNet(nn.Module):
         self.fc0 = qlinear(bits, filters * side * side, 512)
         self.dropout = nn.Dropout(0.5)
         self.linear = nn.Linear(512, num_classes)
+        tensorpack_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act0(self.pool0(self.conv0(x)))
