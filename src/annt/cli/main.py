@@ -20,16 +20,24 @@ _COMMAND_MODULES = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints usage plus the error; we print only the one line naming the problem."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog.removeprefix("annt").strip()
+        self.exit(2, f"annt: error: {where + ': ' if where else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="annt",
         description="Adversarial Neural Network Toolkit: train FP and DoReFa-quantized"
         " classifiers, attack them, and measure robustness.",
     )
     parser.add_argument("--version", action="version", version=f"annt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name in _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

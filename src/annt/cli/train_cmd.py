@@ -11,6 +11,13 @@ from annt.models import model_info
 from annt.quant import parse_bits
 
 
+def _epoch_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs like 32,48, got {text!r}") from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (FP or DoReFa-quantized); resumes if interrupted")
     p.add_argument("--model", required=True, help="registered model name (see `annt models`)")
@@ -18,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bits", default="fp", help="'fp', n (W=A=n, G=32) or 'W,A,G' (default fp)")
     p.add_argument("--epochs", type=positive_int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument(
+        "--lr-milestones", type=_epoch_list, default=None,
+        metavar="E1,E2", help="epochs at which the learning rate is multiplied by 0.1",
+    )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     p.add_argument("--weight-decay", type=float, default=None)
@@ -44,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     result = train_model(
         info.name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
         data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
-        train_limit=args.train_limit, lr=args.lr, batch_size=args.batch_size,
+        train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, validation_size=args.validation_size,
     )

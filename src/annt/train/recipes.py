@@ -35,7 +35,7 @@ def make_recipe(model_name: str, **overrides) -> Recipe:
     """The family's default with the given fields replaced (``None`` values are ignored)."""
     base = default_recipe(model_name).model_dump()
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("epochs") is not None and "lr_milestones" not in overrides and base["lr_milestones"]:
+    if overrides.get("epochs") is not None and overrides.get("lr_milestones") is None and base["lr_milestones"]:
         # keep the step schedule proportional when only the epoch count changes
         scale = base["epochs"] / default_recipe(model_name).epochs
         base["lr_milestones"] = [max(1, round(m * scale)) for m in default_recipe(model_name).lr_milestones]

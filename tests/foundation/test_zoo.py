@@ -1,0 +1,40 @@
+"""The bundled model zoo: every manifest entry loads by name, hash-verified, and scores as recorded."""
+
+import shutil
+
+import pytest
+
+import annt
+from annt.data import load_dataset
+from annt.errors import AnntError
+from annt.models.inference import accuracy
+from annt.store.checkpoint import load_state
+from annt.zoo import list_zoo, zoo_entry
+
+ENTRIES = list_zoo()
+
+
+@pytest.mark.skipif(not ENTRIES, reason="no bundled models")
+@pytest.mark.parametrize("name", [e["name"] for e in ENTRIES if e["dataset"] in ("mnist", "fashion-mnist")])
+def test_zoo_model_reproduces_its_recorded_test_accuracy(name, data_dir):
+    entry = zoo_entry(name)
+    model = annt.load(f"zoo:{name}")
+    test = load_dataset(entry["dataset"], "test", data_dir)
+    assert accuracy(model, test.x, test.y) == pytest.approx(entry["test_accuracy"], abs=1e-4)
+
+
+def test_unknown_zoo_name_is_one_line_error():
+    with pytest.raises(AnntError, match="unknown zoo model"):
+        annt.load("zoo:nope@3bit")
+
+
+@pytest.mark.skipif(not ENTRIES, reason="no bundled models")
+def test_tampered_zoo_weights_are_refused(tmp_path):
+    from importlib import resources
+
+    entry = ENTRIES[0]
+    src = resources.files("annt.zoo") / entry["path"]
+    with resources.as_file(src) as folder:
+        shutil.copytree(folder, tmp_path / "copy")
+    with pytest.raises(AnntError, match="does not match"):
+        load_state(tmp_path / "copy", expected_sha256="0" * 64)
