@@ -89,7 +89,7 @@ def counts(n: int, value: int | torch.Tensor, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory."""
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=x.device)

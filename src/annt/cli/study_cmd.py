@@ -15,6 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="study YAML file (see examples/quickstart.yaml)")
     p.add_argument("--out", default=None, help="output directory (default: the spec's `output`, else runs/NAME)")
     p.add_argument("--device", default=None, help="override the spec's device: cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (overrides the spec)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.add_argument("--check", action="store_true", help="only validate the spec (nothing is written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -41,11 +42,11 @@ def run_command(args: argparse.Namespace) -> int:
     from annt.experiments import prepare, run_study
 
     if args.check:
-        plan = prepare(args.spec, out=args.out, device=args.device)
+        plan = prepare(args.spec, out=args.out, device=args.device, threads=args.threads)
         print(json.dumps({"spec": args.spec, "valid": True, "cells": plan.cell_count(),
                           "output": str(plan.out_dir), "study": plan.study_id}))
         return 0
-    result = run_study(args.spec, out=args.out, device=args.device, progress=not args.quiet,
+    result = run_study(args.spec, out=args.out, device=args.device, threads=args.threads, progress=not args.quiet,
                        report=False if args.no_report else None)
     print(json.dumps({
         "output": str(result.out_dir), "study": result.study_id, "database": str(result.database),

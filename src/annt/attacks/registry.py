@@ -1,0 +1,228 @@
+"""Attack registry: names -> (function, validated parameter model), for YAML, CLI and library.
+
+Every attack's parameters are a pydantic model with ``extra="forbid"`` and strict types, so a
+misspelt key, a string where a number belongs, or a value out of range fails before any work
+starts, with one line naming the attack and the parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import nn
+
+from annt.attacks import boundary, cw, fgsm, jsma, uap
+from annt.attacks.base import AttackResult
+from annt.errors import AnntError
+
+BACKENDS = ("annt", "art")
+
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class _Params(BaseModel):
+    """Shared config: unknown keys and loose types are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    targeted: bool = False
+
+
+def _norm(value: Any) -> Any:
+    """Accept the spellings a YAML file or CLI produces for Linf / L2: inf, 'inf', 2, '2'."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (2, float("inf")):
+        return "inf" if value == float("inf") else "2"
+    if isinstance(value, str) and value.strip().lower() in ("inf", "linf", "2", "l2"):
+        return "2" if value.strip().lower() in ("2", "l2") else "inf"
+    return value
+
+
+class FgsmParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class JsmaParams(_Params):
+    theta: Annotated[float, Field(ge=-1, le=1)] = 0.1
+    gamma: Fraction = 1.0
+    target_selection: Literal["random", "best"] = "random"
+    saliency: Literal["probabilities", "logits"] = "probabilities"
+
+    @field_validator("theta")
+    @classmethod
+    def _nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("must be non-zero")
+        return v
+
+
+class UapParams(_Params):
+    attacker: Literal["fgsm", "pgd"] = "fgsm"
+    attacker_eps: PosFloat = 0.01
+    attacker_steps: PosInt = 10
+    attacker_step_size: PosFloat | None = None
+    xi: PosFloat = 0.1
+    norm: Literal["inf", "2"] = "inf"
+    max_iter: PosInt = 20
+    delta: Annotated[float, Field(ge=0, le=1)] = 0.2
+    batch_size: PosInt = 32
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class CwL2Params(_Params):
+    confidence: NonNegFloat = 0.0
+    learning_rate: PosFloat = 0.01
+    binary_search_steps: PosInt = 10
+    max_iter: PosInt = 10
+    initial_const: PosFloat = 0.01
+    abort_early: bool = False
+
+
+class BoundaryParams(_Params):
+    max_iter: NonNegInt = 5000
+    delta: PosFloat = 0.01
+    epsilon: PosFloat = 0.01
+    step_adapt: Annotated[float, Field(gt=0, lt=1)] = 0.667
+    num_trial: PosInt = 25
+    sample_size: PosInt = 20
+    init_size: PosInt = 100
+    init_starts: PosInt = 5
+    init_search_steps: NonNegInt = 10
+    min_epsilon: NonNegFloat = 0.0
+    guided: bool = True
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    fn: Callable[..., AttackResult]
+    params_model: type[BaseModel]
+    description: str
+
+
+_REGISTRY: dict[str, AttackSpec] = {
+    spec.name: spec
+    for spec in (
+        AttackSpec("fgsm", fgsm.attack, FgsmParams, "Fast Gradient Sign Method (norm=2: FGM)"),
+        AttackSpec("jsma", jsma.attack, JsmaParams, "Jacobian Saliency Map Attack, pairwise"),
+        AttackSpec("uap", uap.attack, UapParams, "Universal Adversarial Perturbation"),
+        AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
+        AttackSpec("boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)"),
+    )
+}
+
+
+def list_attacks() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_attack(name: str) -> AttackSpec:
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise AnntError(f"unknown attack {name!r}: choose one of {', '.join(list_attacks())}")
+    return _REGISTRY[key]
+
+
+def _describe(name: str, model: type[BaseModel], err: ValidationError) -> str:
+    """The first validation problem as one line naming attack, parameter and value."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "?"
+    if first["type"] == "extra_forbidden":
+        valid = ", ".join(model.model_fields)
+        return f"unknown parameter {key!r} for attack {name!r}: valid parameters are {valid}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"bad parameter {key!r} for attack {name!r}: {msg} (got {first.get('input')!r})"
+
+
+def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Validated parameters of attack ``name`` with defaults filled in."""
+    spec = get_attack(name)
+    if params is not None and not isinstance(params, dict):
+        raise AnntError(f"parameters of attack {spec.name!r} must be a mapping, got {params!r}")
+    try:
+        return spec.params_model.model_validate(dict(params or {})).model_dump()
+    except ValidationError as err:
+        raise AnntError(_describe(spec.name, spec.params_model, err)) from None
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Split a CLI ``--param key=value``; the value is parsed like YAML (0 -> int, inf, true)."""
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise AnntError(f"bad --param {text!r}: write key=value, e.g. eps=0.1")
+    raw = raw.strip()
+    if raw.lower() in ("inf", "+inf"):
+        return key, float("inf")
+    try:
+        return key, yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        return key, raw
+
+
+def _batched(
+    fn: Callable[..., AttackResult], model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
+    params: dict[str, Any], seed: int | None, batch_size: int,
+) -> AttackResult:
+    """Run ``fn`` chunk by chunk (chunk i seeded with seed + i) and concatenate the results."""
+    parts = [
+        fn(model, x, y, seed=None if seed is None else seed + i, **params)
+        for i, (x, y) in enumerate(zip(inputs.split(batch_size), labels.split(batch_size)))
+    ]
+    return AttackResult(
+        adversarial=torch.cat([p.adversarial for p in parts]),
+        success=torch.cat([p.success for p in parts]),
+        iterations=torch.cat([p.iterations for p in parts]),
+        forward_passes=torch.cat([p.forward_passes for p in parts]),
+        backward_passes=torch.cat([p.backward_passes for p in parts]),
+    )
+
+
+def run_attack(
+    name: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+    backend: str = "annt",
+    batch_size: int | None = None,
+) -> AttackResult:
+    """Validate ``params`` and run attack ``name`` with ANNT's code or through ART.
+
+    ``batch_size`` splits the inputs into chunks; for UAP it is the inner batch size instead,
+    because one universal noise is computed over the whole set.
+    """
+    spec = get_attack(name)
+    values = validate_params(spec.name, params)
+    if batch_size is not None and batch_size < 1:
+        raise AnntError(f"batch_size must be a positive integer, got {batch_size}")
+    labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
+    if backend == "art":
+        from annt.attacks.art_backend import run_art
+
+        return run_art(spec.name, model, inputs, labels, values, seed=seed, batch_size=batch_size)
+    if backend != "annt":
+        raise AnntError(f"unknown attack backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if spec.name == "uap":
+        if batch_size is not None:
+            values["batch_size"] = batch_size
+        return spec.fn(model, inputs, labels, seed=seed, **values)
+    if batch_size is None or batch_size >= inputs.shape[0]:
+        return spec.fn(model, inputs, labels, seed=seed, **values)
+    return _batched(spec.fn, model, inputs, labels, values, seed, batch_size)

@@ -1,0 +1,19 @@
+"""Studies: a YAML grid of datasets x models x bitwidths x attacks x runs, run as resumable cells."""
+
+from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan, build_plan
+from annt.experiments.runner import StudyResult, prepare, run_study
+from annt.experiments.spec import SpecError, StudySpec, load_spec, parse_spec
+
+__all__ = [
+    "AttackConfig",
+    "ModelSlot",
+    "SpecError",
+    "StudyPlan",
+    "StudyResult",
+    "StudySpec",
+    "build_plan",
+    "load_spec",
+    "parse_spec",
+    "prepare",
+    "run_study",
+]

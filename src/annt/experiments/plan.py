@@ -1,0 +1,286 @@
+"""From a validated spec to a concrete plan, checking everything that can fail up front.
+
+Unknown dataset / model / attack names, bad bitwidths, bad attack parameters, missing or
+mismatched checkpoints and bad devices all raise one ``SpecError`` line here, before the
+output directory or any result is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from annt.errors import AnntError
+from annt.experiments.attack_api import ParamError, validate_attack
+from annt.experiments.spec import SpecError, StudySpec, TrainSettings, key_path
+from annt.quant.bits import BitSpec, parse_bits
+
+DEFAULT_PROGRESSION = (0, 1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)
+
+
+@dataclass(frozen=True)
+class ModelSlot:
+    """One (dataset, model, bitwidth): trained by the study or loaded from ``checkpoint``."""
+
+    dataset: str
+    model: str
+    bits: BitSpec
+    checkpoint: Path | None
+    train: TrainSettings
+    recipe: dict[str, Any]
+    spec_index: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.bits.tag}"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack configuration with parameters resolved for one dataset."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    backend: str
+    chunk: int
+    progression: tuple[int, ...] = ()  # Boundary Attack: iteration counts for the figure
+
+
+@dataclass
+class StudyPlan:
+    spec: StudySpec
+    source: str
+    out_dir: Path
+    device: torch.device
+    slots: list[ModelSlot]
+    attacks: dict[str, list[AttackConfig]]  # per dataset
+    study_id: str = ""
+    spec_dir: Path | None = None
+
+    def sources(self, dataset: str) -> list[ModelSlot]:
+        return [s for s in self.slots if s.dataset == dataset]
+
+    def targets(self, source: ModelSlot) -> list[ModelSlot]:
+        """Transfer targets of ``source`` (itself excluded; it is evaluated directly)."""
+        mode = self.spec.transfer
+        if mode == "none":
+            return []
+        return [
+            t for t in self.slots
+            if t.dataset == source.dataset and t is not source
+            and (mode == "all" or t.model == source.model)
+        ]
+
+    def cell_count(self) -> int:
+        """Cells the study consists of (for the overall progress bar)."""
+        total = len(self.slots)
+        for slot in self.slots:
+            per_run = sum(1 + 1 + len(self.targets(slot)) for _ in self.attacks[slot.dataset])
+            total += per_run * self.spec.runs
+            total += sum(1 for a in self.attacks[slot.dataset] if a.progression)
+        return total
+
+
+def _err(source: str, path: str, exc: Exception) -> SpecError:
+    return SpecError(source, path, str(exc))
+
+
+def resolve_checkpoint(text: str, spec_dir: Path | None) -> Path:
+    """``zoo:NAME``, or a folder (relative to the working directory, else to the spec file)."""
+    if text.startswith("zoo:"):
+        from annt.zoo import zoo_entry
+
+        entry = zoo_entry(text[4:])
+        return Path(str(resources.files("annt.zoo") / entry["path"]))
+    path = Path(text).expanduser()
+    if not path.exists() and not path.is_absolute() and spec_dir is not None and (spec_dir / path).exists():
+        path = spec_dir / path
+    return path
+
+
+def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec) -> None:
+    from annt.models import model_info
+    from annt.store.checkpoint import read_meta
+
+    meta = read_meta(path)  # raises when missing or incomplete
+    if model_info(str(meta.get("model", "?"))).name != model:
+        raise AnntError(f"checkpoint {path} holds model {meta.get('model')!r}, not {model!r}")
+    if parse_bits(meta.get("bits")) != bits:
+        raise AnntError(f"checkpoint {path} is {parse_bits(meta.get('bits')).tag}, not {bits.tag}")
+    if meta.get("dataset") and meta["dataset"] != dataset:
+        raise AnntError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
+
+
+def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | None) -> list[ModelSlot]:
+    from annt.models import model_info
+    from annt.train.recipes import Recipe, make_recipe
+
+    slots: list[ModelSlot] = []
+    seen: set[str] = set()
+    for i, m in enumerate(spec.models):
+        where = f"models[{i}]"
+        try:
+            name = model_info(m.name).name
+        except AnntError as exc:
+            raise _err(source, f"{where}.name", exc) from None
+        bits: list[BitSpec] = []
+        for j, b in enumerate(m.bits):
+            try:
+                bits.append(parse_bits(b))
+            except AnntError as exc:
+                raise _err(source, f"{where}.bits[{j}]", exc) from None
+        unknown = set(m.train.recipe_overrides) - set(Recipe.model_fields)
+        if unknown:
+            raise SpecError(source, f"{where}.train.{sorted(unknown)[0]}", "unknown training setting"
+                            f" (known: epochs, train_limit, seed, {', '.join(Recipe.model_fields)})")
+        try:
+            recipe = make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides).model_dump()
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise SpecError(source, f"{where}.train.{key_path(tuple(e['loc']))}", e["msg"]) from None
+        ckpts: dict[BitSpec, str] = {}
+        for key, value in m.checkpoints.items():
+            try:
+                b = parse_bits(key)
+            except AnntError as exc:
+                raise _err(source, f"{where}.checkpoints.{key}", exc) from None
+            if b not in bits:
+                raise SpecError(source, f"{where}.checkpoints.{key}", f"bitwidth {b.tag} is not in {where}.bits")
+            ckpts[b] = value
+        if m.checkpoint is not None:
+            if len(bits) != 1:
+                raise SpecError(source, f"{where}.checkpoint", "one checkpoint for several bitwidths;"
+                                " use checkpoints: {BITS: PATH} instead")
+            ckpts[bits[0]] = m.checkpoint
+        model_sets = datasets
+        if m.datasets is not None:
+            model_sets = []
+            for j, d in enumerate(m.datasets):
+                canonical = _dataset_name(d, source, f"{where}.datasets[{j}]")
+                if canonical not in datasets:
+                    raise SpecError(source, f"{where}.datasets[{j}]", f"{d!r} is not one of the study's datasets")
+                model_sets.append(canonical)
+        if ckpts and len(model_sets) != 1:
+            raise SpecError(source, f"{where}.checkpoints", "checkpoints belong to one dataset;"
+                            f" set {where}.datasets to exactly one")
+        for dataset in model_sets:
+            for j, b in enumerate(bits):
+                slot_key = f"{dataset}/{name}/{b.tag}"
+                if slot_key in seen:
+                    raise SpecError(source, f"{where}.bits[{j}]", f"{slot_key} appears twice in the study")
+                seen.add(slot_key)
+                path = None
+                if b in ckpts:
+                    key = f"{where}.checkpoints.{b.tag}" if m.checkpoints else f"{where}.checkpoint"
+                    try:
+                        path = resolve_checkpoint(ckpts[b], spec_dir)
+                        _check_checkpoint(path, dataset, name, b)
+                    except AnntError as exc:
+                        raise _err(source, key, exc) from None
+                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i))
+    return slots
+
+
+def _dataset_name(name: str, source: str, where: str) -> str:
+    from annt.data import dataset_info
+
+    try:
+        return dataset_info(name).name
+    except AnntError as exc:
+        raise _err(source, where, exc) from None
+
+
+def _attacks(spec: StudySpec, source: str, datasets: list[str]) -> dict[str, list[AttackConfig]]:
+    labels: dict[str, int] = {}
+    out: dict[str, list[AttackConfig]] = {d: [] for d in datasets}
+    for i, a in enumerate(spec.attacks):
+        where = f"attacks[{i}]"
+        name = a.name.strip().lower().replace("-", "_")  # CW-L2, cw_l2 and cw-l2 are one attack
+        key = a.label or name
+        if key in labels:
+            raise SpecError(source, f"{where}.label", f"attack label {key!r} is already used by"
+                            f" attacks[{labels[key]}]; give each configuration its own label")
+        labels[key] = i
+        overrides: dict[str, dict[str, Any]] = {}
+        for given_name, values in a.per_dataset.items():
+            canonical = _dataset_name(given_name, source, f"{where}.per_dataset.{given_name}")
+            if canonical not in datasets:
+                raise SpecError(source, f"{where}.per_dataset.{given_name}", "not one of the study's datasets")
+            overrides[canonical] = values
+        for dataset in datasets:
+            try:
+                params = validate_attack(name, {**a.params, **overrides.get(dataset, {})})
+            except ParamError as exc:
+                given = f"{where}.per_dataset.{dataset}" if exc.key.split(".")[0] in overrides.get(dataset, {}) \
+                    else f"{where}.params"
+                raise SpecError(source, f"{given}.{exc.key}" if exc.key else given, exc.problem) from None
+            except AnntError as exc:
+                raise _err(source, f"{where}.name", exc) from None
+            progression = _progression(spec, source, name, params, where)
+            out[dataset].append(AttackConfig(key, name, params, a.backend, a.batch_size, progression))
+    return out
+
+
+def _progression(spec: StudySpec, source: str, name: str, params: dict[str, Any], where: str) -> tuple[int, ...]:
+    """Iteration counts for the Boundary Attack figure; explicit lists must all be valid."""
+    prog = spec.report.progression
+    if name != "boundary" or not prog.enabled or not spec.report.enabled:
+        return ()
+    max_iter = int(params.get("max_iter", 0))
+    wanted = prog.iterations or [i for i in DEFAULT_PROGRESSION if i < max_iter] + [max_iter]
+    valid = []
+    for it in wanted:
+        try:
+            validate_attack(name, {**params, "max_iter": it})
+            valid.append(it)
+        except AnntError as exc:
+            if prog.iterations is not None:
+                raise SpecError(source, "report.progression.iterations", f"{it}: {exc}") from None
+    return tuple(valid)
+
+
+def spec_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_plan(
+    spec: StudySpec,
+    source: str = "study spec",
+    *,
+    out: str | Path | None = None,
+    device: str | None = None,
+    spec_dir: Path | None = None,
+) -> StudyPlan:
+    """Check every name, parameter and file of ``spec``; nothing is written."""
+    from annt.cli.common import resolve_device
+
+    datasets = []
+    for i, d in enumerate(spec.datasets):
+        canonical = _dataset_name(d, source, f"datasets[{i}]")
+        if canonical in datasets:
+            raise SpecError(source, f"datasets[{i}]", f"{canonical!r} is listed twice")
+        datasets.append(canonical)
+    slots = _slots(spec, source, datasets, spec_dir)
+    for d in datasets:
+        if not any(s.dataset == d for s in slots):
+            raise SpecError(source, "models", f"no model is trained or loaded for dataset {d!r}")
+    attacks = _attacks(spec, source, datasets)
+    wanted = device or spec.device
+    try:
+        dev = resolve_device(None if wanted == "auto" else wanted)
+    except AnntError as exc:
+        raise _err(source, "device", exc) from None
+    out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
+    # where and how fast a study runs does not change what it computes
+    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads"}))[:16]
+    return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)

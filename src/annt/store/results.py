@@ -1,0 +1,219 @@
+"""The results database of a study output directory (``results.sqlite``).
+
+One transaction records a finished cell: its row in ``cells`` (the "done" marker), its
+typed row (``models``, ``attack_sets``, ``results`` or ``progressions``) and its link to
+the study that ran it. Files a cell produced are written atomically *before* that
+transaction, so a process killed at any moment leaves either no row (the cell is redone)
+or a row whose files are complete. Paths are stored relative to the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+from annt.errors import AnntError
+from annt.metrics.records import SUMMARY_KEYS
+
+DB_NAME = "results.sqlite"
+SCHEMA_VERSION = "1"
+
+# Typed tables: name -> columns besides the primary key ``cell`` (the cell hash).
+TABLES: dict[str, tuple[str, ...]] = {
+    "models": (
+        "dataset", "model", "bits", "bits_tag", "origin", "checkpoint", "sha256",
+        "test_accuracy", "validation_accuracy", "epochs",
+    ),
+    "attack_sets": (
+        "dataset", "model", "bits", "bits_tag", "source_sha", "attack", "label", "params", "run",
+        "seed", "samples", "path", "sha256", "n", "source_success_rate", "mean_iterations",
+        "mean_forward_passes", "mean_backward_passes", "seconds",
+    ),
+    "results": (
+        "dataset", "attack", "label", "params", "run", "mode", "source_model", "source_bits",
+        "target_model", "target_bits", "source_sha", "target_sha", "set_cell", "set_path",
+        "records_path", "n_total", *SUMMARY_KEYS,
+    ),
+    "progressions": ("dataset", "model", "bits", "bits_tag", "label", "path", "iterations"),
+}
+_REAL = {
+    "test_accuracy", "validation_accuracy", "source_success_rate", "mean_iterations",
+    "mean_forward_passes", "mean_backward_passes", "seconds", *SUMMARY_KEYS,
+}
+_INT = {"epochs", "run", "seed", "samples", "n", "n_total", "n_kept", "n_correct", "n_success", "n_flagged"}
+
+
+def _column_type(name: str) -> str:
+    if name in _INT:
+        return "INTEGER"
+    return "REAL" if name in _REAL else "TEXT"
+
+
+def _schema() -> list[str]:
+    stmts = [
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+        " spec TEXT NOT NULL, created REAL NOT NULL, started REAL NOT NULL, finished REAL)",
+        "CREATE TABLE IF NOT EXISTS cells (hash TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+        " key TEXT NOT NULL, outputs TEXT NOT NULL, seconds REAL, created REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS study_cells (study TEXT NOT NULL, cell TEXT NOT NULL,"
+        " PRIMARY KEY (study, cell))",
+    ]
+    for table, columns in TABLES.items():
+        cols = ", ".join(f"{c} {_column_type(c)}" for c in columns)
+        stmts.append(f"CREATE TABLE IF NOT EXISTS {table} (cell TEXT PRIMARY KEY, {cols})")
+    return stmts
+
+
+class ResultsDB:
+    """Connection to ``OUTDIR/results.sqlite``; every write is one transaction."""
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise AnntError(f"no results database at {self.path}; run a study there first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # autocommit mode: transactions are opened explicitly by ``transaction()``
+            self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            with self.transaction() as c:
+                for stmt in _schema():
+                    c.execute(stmt)
+                c.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
+                )
+        except sqlite3.DatabaseError as exc:
+            raise AnntError(f"{self.path} is not a usable results database: {exc}") from None
+        version = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise AnntError(f"{self.path} has results schema {version}, this ANNT reads {SCHEMA_VERSION}")
+
+    @classmethod
+    def in_dir(cls, out_dir: str | Path, *, create: bool = True) -> ResultsDB:
+        return cls(Path(out_dir) / DB_NAME, create=create)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` (rolled back on any exception)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ studies
+    def start_study(self, study_id: str, name: str, spec: Mapping[str, Any]) -> None:
+        """Register a study run; re-running the same spec marks it started (latest) again."""
+        now = time.time()
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO studies (id, name, spec, created, started) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET started = excluded.started, finished = NULL",
+                (study_id, name, json.dumps(spec, sort_keys=True), now, now),
+            )
+
+    def finish_study(self, study_id: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE studies SET finished = ? WHERE id = ?", (time.time(), study_id))
+
+    def latest_study(self) -> str | None:
+        row = self.conn.execute("SELECT id FROM studies ORDER BY started DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def studies(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM studies ORDER BY created")]
+
+    # ------------------------------------------------------------------ cells
+    def cell_outputs(self, cell: str) -> dict[str, Any] | None:
+        """The outputs of a finished cell, or ``None`` when it has not finished."""
+        row = self.conn.execute("SELECT outputs FROM cells WHERE hash = ?", (cell,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def link(self, study: str, cell: str) -> None:
+        """Record that ``study`` uses an already finished cell."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO study_cells (study, cell) VALUES (?, ?)", (study, cell))
+
+    def complete(
+        self,
+        cell: str,
+        kind: str,
+        key: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        *,
+        table: str | None = None,
+        row: Mapping[str, Any] | None = None,
+        study: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Mark ``cell`` done, with its typed row, in one transaction."""
+        with self.transaction() as c:
+            if table is not None:
+                columns = TABLES[table]
+                unknown = set(row or {}) - set(columns)
+                if unknown:
+                    raise ValueError(f"unknown {table} columns {sorted(unknown)}")
+                values = [cell] + [_db_value((row or {}).get(col)) for col in columns]
+                marks = ", ".join("?" * (len(columns) + 1))
+                c.execute(
+                    f"INSERT OR REPLACE INTO {table} (cell, {', '.join(columns)}) VALUES ({marks})",
+                    values,
+                )
+            c.execute(
+                "INSERT OR IGNORE INTO cells (hash, kind, key, outputs, seconds, created)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (cell, kind, json.dumps(key, sort_keys=True), json.dumps(outputs, sort_keys=True),
+                 seconds, time.time()),
+            )
+            if study is not None:
+                c.execute("INSERT OR IGNORE INTO study_cells (study, cell) VALUES (?, ?)", (study, cell))
+
+    # ------------------------------------------------------------------ queries
+    def rows(self, table: str, study: str | None = None) -> list[dict[str, Any]]:
+        """All rows of a typed table, or those of one study's cells, in insertion order."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        if study is None:
+            cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
+        else:
+            cur = self.conn.execute(
+                f"SELECT t.* FROM {table} t JOIN study_cells s ON s.cell = t.cell"
+                " WHERE s.study = ? ORDER BY t.rowid",
+                (study,),
+            )
+        return [dict(r) for r in cur]
+
+
+def _db_value(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    return value
+
+
+def read_results(out_dir: str | Path, table: str = "results", study: str | None = None) -> list[dict[str, Any]]:
+    """Rows of ``OUTDIR/results.sqlite`` without keeping a connection open."""
+    with closing(ResultsDB.in_dir(out_dir, create=False)) as db:
+        return db.rows(table, study)
+
+
+def columns(table: str) -> Sequence[str]:
+    return ("cell", *TABLES[table])

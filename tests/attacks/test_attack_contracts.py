@@ -1,0 +1,164 @@
+"""What every attack promises: ranges, budgets, untouched inputs, eval mode, reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from annt.attacks import apply_universal_noise, get_attack, run_attack
+from annt.attacks.cw import margin
+from annt.attacks.jsma import best_pairs
+
+# Small settings so that every attack runs in about a second on 8 MNIST images.
+QUICK = {
+    "fgsm": {"eps": 0.1},
+    "jsma": {"theta": 1.0, "gamma": 0.05},
+    "uap": {"attacker_eps": 0.05, "xi": 0.2, "max_iter": 2, "batch_size": 4},
+    "cw_l2": {"max_iter": 10, "binary_search_steps": 3, "initial_const": 1.0},
+    "boundary": {"max_iter": 5},
+}
+RANDOMISED = ["jsma", "uap", "boundary"]
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_fp, mnist_test, correct):
+    return correct(mnist_fp, mnist_test, 8)
+
+
+def _check_result(res, x):
+    n = x.shape[0]
+    assert res.adversarial.shape == x.shape and res.adversarial.dtype == x.dtype
+    assert res.adversarial.min() >= 0 and res.adversarial.max() <= 1
+    assert res.success.shape == (n,) and res.success.dtype == torch.bool
+    for cost in (res.iterations, res.forward_passes, res.backward_passes):
+        assert cost.shape == (n,) and cost.dtype == torch.int64
+    assert (res.forward_passes > 0).all()
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_range_costs_and_untouched_inputs(name, mnist_fp, batch):
+    x, y = batch
+    before = x.clone()
+    mnist_fp.train()  # the attack must use eval mode and give the caller's mode back
+    res = run_attack(name, mnist_fp, x, y, QUICK[name], seed=1)
+    assert mnist_fp.training
+    mnist_fp.eval()
+    assert torch.equal(x, before)
+    _check_result(res, x)
+    with torch.no_grad():
+        pred = mnist_fp(res.adversarial).argmax(1)
+    assert torch.equal(res.success, pred != y)
+
+
+@pytest.mark.parametrize("name", RANDOMISED)
+def test_same_seed_same_result(name, mnist_fp, batch):
+    x, y = batch
+    a = run_attack(name, mnist_fp, x, y, QUICK[name], seed=7)
+    b = run_attack(name, mnist_fp, x, y, QUICK[name], seed=7)
+    assert torch.equal(a.adversarial, b.adversarial)
+    assert torch.equal(a.forward_passes, b.forward_passes)
+
+
+def test_fgsm_moves_every_free_pixel_by_exactly_eps(mnist_fp, batch):
+    x, y = batch
+    eps = 0.1
+    res = run_attack("fgsm", mnist_fp, x, y, {"eps": eps})
+    step = res.adversarial - x
+    free = (x - eps >= 0) & (x + eps <= 1)
+    moved = step.abs() > 0
+    assert moved[free].float().mean() > 0.95  # pixels with an exactly-zero gradient stay put
+    torch.testing.assert_close(step[free & moved].abs(), torch.full_like(step[free & moved], eps))
+    assert (step.abs() <= eps + 1e-6).all()
+
+
+def test_fgm_l2_step_has_norm_eps():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))
+    x = 0.3 + 0.4 * torch.rand(6, 1, 8, 8)
+    y = torch.arange(6) % 5
+    res = run_attack("fgsm", model, x, y, {"eps": 0.5, "norm": 2})
+    norms = (res.adversarial - x).flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 0.5))
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_uap_noise_within_xi_and_reusable(norm, mnist_fp, batch):
+    x, y = batch
+    xi = 0.2 if norm == "inf" else 2.0
+    params = QUICK["uap"] | {"norm": norm, "xi": xi, "attacker_eps": 0.1 if norm == "inf" else 1.0}
+    res = run_attack("uap", mnist_fp, x, y, params, seed=0)
+    noise = res.extras["noise"]
+    assert noise.shape == (1,) + x.shape[1:]
+    size = noise.abs().max() if norm == "inf" else noise.norm()
+    assert size <= xi + 1e-5
+    assert noise.abs().sum() > 0
+    torch.testing.assert_close(apply_universal_noise(x, noise), res.adversarial)
+    torch.testing.assert_close(res.extras["fooling_rate"], res.success.float().mean())
+    fresh = apply_universal_noise(x[:3], noise[0])
+    assert fresh.min() >= 0 and fresh.max() <= 1
+
+
+def test_jsma_respects_gamma_and_theta(mnist_fp, batch):
+    x, y = batch
+    res = run_attack("jsma", mnist_fp, x, y, {"theta": 1.0, "gamma": 0.05}, seed=0)
+    changed = (res.adversarial - x).flatten(1).abs() > 0
+    assert (changed.sum(1) <= int(0.05 * 784)).all()
+    assert torch.equal(res.adversarial.flatten(1)[changed], torch.ones(int(changed.sum())))
+    assert (res.backward_passes == res.iterations).all()  # JSMA-F: one gradient per pair
+
+
+@pytest.mark.parametrize("increase", [True, False])
+def test_jsma_pair_search_is_exact(increase):
+    gen = torch.Generator().manual_seed(int(increase))
+    for _ in range(20):
+        b, f = 3, int(torch.randint(4, 50, (1,), generator=gen))
+        alpha, beta = torch.randn(b, f, generator=gen), torch.randn(b, f, generator=gen)
+        domain = torch.rand(b, f, generator=gen) > 0.3
+        domain[:, :2] = True
+        p, q = best_pairs(alpha, beta, domain, increase, chunk_elems=64)
+        a, bt = (alpha, beta) if increase else (-alpha, -beta)
+        score = (a[:, :, None] + a[:, None]).clamp(min=0) * (-(bt[:, :, None] + bt[:, None])).clamp(
+            min=0
+        )
+        allowed = domain[:, :, None] & domain[:, None] & ~torch.eye(f, dtype=torch.bool)
+        score = torch.where(allowed, score, torch.tensor(-1.0))
+        best = score.flatten(1).max(1).values
+        got = score[torch.arange(b), p, q]
+        assert ((best <= 0) | torch.isclose(got, best)).all()
+        assert (p != q).all() and domain[torch.arange(b), p].all() and domain[torch.arange(b), q].all()
+
+
+def test_cw_margin_with_all_negative_logits():
+    logits = torch.tensor([[-5.0, -1.0, -3.0], [-2.0, -4.0, -9.0]])
+    labels = torch.tensor([0, 0])
+    torch.testing.assert_close(margin(logits, labels, targeted=False), torch.tensor([-4.0, 2.0]))
+    torch.testing.assert_close(margin(logits, labels, targeted=True), torch.tensor([4.0, -2.0]))
+
+
+def test_cw_attacks_a_model_with_negative_logits():
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 3)
+    with torch.no_grad():
+        lin.bias.fill_(-100.0)  # every logit negative
+    model = nn.Sequential(nn.Flatten(), lin)
+    x = 0.4 + 0.2 * torch.rand(6, 1, 4, 4)
+    y = model(x).argmax(1)
+    res = run_attack("cw_l2", model, x, y, {"max_iter": 100, "binary_search_steps": 6,
+                                               "learning_rate": 0.05, "initial_const": 1.0})
+    assert res.success.all()
+
+
+def test_targeted_attacks_reach_their_targets(mnist_fp, batch):
+    x, y = batch
+    target = (y + 1) % 10
+    res = get_attack("cw_l2").fn(
+        mnist_fp, x, target, targeted=True, max_iter=100, binary_search_steps=4,
+        initial_const=10.0, learning_rate=0.1,
+    )
+    with torch.no_grad():
+        pred = mnist_fp(res.adversarial).argmax(1)
+    assert torch.equal(res.success, pred == target) and res.success.float().mean() >= 0.75
+    res = run_attack("jsma", mnist_fp, x, target, {"targeted": True, "theta": 1.0, "gamma": 0.1})
+    with torch.no_grad():
+        assert torch.equal(res.success, mnist_fp(res.adversarial).argmax(1) == target)

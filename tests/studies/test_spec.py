@@ -1,0 +1,123 @@
+"""Valid specs: plans, per-dataset parameters, transfer targets, given checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from annt.errors import AnntError
+from annt.experiments import prepare, run_study
+from annt.models import create_model
+from annt.store.checkpoint import save_checkpoint
+from annt.store.results import read_results
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _spec(**over):
+    spec = {
+        "datasets": ["mnist-embedded", "mnist"],
+        "models": [{"name": "mnist_a", "bits": ["fp", 1, "2,2,32"], "datasets": ["mnist"]},
+                   {"name": "lenet5", "bits": "fp"}],
+        "attacks": [{"name": "fgsm", "params": {"eps": 0.1}, "per_dataset": {"mnist": {"eps": 0.3}}},
+                    {"name": "Boundary", "label": "b5", "params": {"max_iter": 5}}],
+        "runs": 2,
+    }
+    spec.update(over)
+    return spec
+
+
+def test_plan_expands_the_grid():
+    plan = prepare(_spec(transfer="all"), out="/tmp/never-written")
+    keys = [s.key for s in plan.slots]
+    assert keys == ["mnist/mnist_a/fp", "mnist/mnist_a/1bit", "mnist/mnist_a/2bit",
+                    "mnist-embedded/lenet5/fp", "mnist/lenet5/fp"]
+    eps = {d: [a.params["eps"] for a in attacks if a.name == "fgsm"][0] for d, attacks in plan.attacks.items()}
+    assert eps == {"mnist-embedded": 0.1, "mnist": 0.3}
+    assert [a.label for a in plan.attacks["mnist"]] == ["fgsm", "b5"]
+    assert [a.name for a in plan.attacks["mnist"]] == ["fgsm", "boundary"]
+    boundary = [a for a in plan.attacks["mnist"] if a.name == "boundary"][0]
+    assert boundary.params["max_iter"] == 5 and boundary.progression == (0, 1, 2, 5)
+    mnist_fp = plan.slots[0]
+    assert [t.key for t in plan.targets(mnist_fp)] == ["mnist/mnist_a/1bit", "mnist/mnist_a/2bit", "mnist/lenet5/fp"]
+    assert plan.spec.samples == 1000 and plan.study_id
+    per_run = 4 * 2 * (1 + 1 + 3) + 1 * 2 * (1 + 1)  # mnist: 4 sources x 2 attacks x (craft, direct,
+    # 3 transfers); mnist-embedded: 1 source x 2 attacks x (craft, direct)
+    assert plan.cell_count() == 5 + 2 * per_run + 5  # models + 2 runs + one progression per source
+
+
+def test_transfer_modes():
+    bitwidths = prepare(_spec(transfer="bitwidths"), out="/tmp/x")
+    assert [t.key for t in bitwidths.targets(bitwidths.slots[0])] == ["mnist/mnist_a/1bit", "mnist/mnist_a/2bit"]
+    none = prepare(_spec(), out="/tmp/x")
+    assert none.targets(none.slots[0]) == []
+
+
+def test_study_id_ignores_where_and_how_fast():
+    a = prepare(_spec(), out="/tmp/a", device="cpu")
+    b = prepare(_spec(threads=1, output="/elsewhere"), out="/tmp/b")
+    assert a.study_id == b.study_id
+    assert prepare(_spec(runs=3), out="/tmp/a").study_id != a.study_id
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "paper-mnist.yaml", "paper-cifar10.yaml"])
+def test_examples_are_valid(name):
+    plan = prepare(EXAMPLES / name, device="cpu")
+    assert plan.cell_count() > 0
+    labels = [a.label for a in next(iter(plan.attacks.values()))]
+    assert {"fgsm", "jsma", "uap", "cw_l2"} <= set(labels)
+    assert any(label.startswith("boundary") for label in labels)
+
+
+def test_paper_hyperparameters():
+    mnist = prepare(EXAMPLES / "paper-mnist.yaml", device="cpu")
+    attacks = {a.label: a.params for a in mnist.attacks["mnist"]}
+    assert attacks["fgsm"]["eps"] == 0.1
+    assert (attacks["jsma"]["theta"], attacks["jsma"]["gamma"]) == (1.0, 0.1)
+    assert (attacks["uap"]["xi"], attacks["uap"]["attacker_eps"], attacks["uap"]["max_iter"]) == (0.1, 0.01, 30)
+    cw = attacks["cw_l2"]
+    assert (cw["confidence"], cw["initial_const"], cw["binary_search_steps"], cw["learning_rate"], cw["max_iter"]) \
+        == (0.0, 0.001, 9, 0.01, 100)
+    assert (attacks["boundary-15"]["max_iter"], attacks["boundary-100"]["max_iter"]) == (15, 100)
+    assert [s.bits.tag for s in mnist.slots] == ["fp", "1bit", "2bit", "4bit", "8bit", "12bit", "16bit"]
+    assert mnist.spec.samples == 1000 and mnist.spec.runs == 3
+    cifar = {a.label: a.params for a in prepare(EXAMPLES / "paper-cifar10.yaml", device="cpu").attacks["cifar10"]}
+    assert cifar["fgsm"]["eps"] == 0.025
+    assert (cifar["jsma"]["theta"], cifar["jsma"]["gamma"]) == (0.3, 0.05)
+    assert (cifar["boundary-12"]["max_iter"], cifar["boundary-50"]["max_iter"]) == (12, 50)
+
+
+def _checkpoint(folder: Path, bits: str = "fp", dataset: str = "mnist-embedded") -> Path:
+    model = create_model("lenet5", bits)
+    meta = {"model": "lenet5", "bits": str(model.annt_bits), "dataset": dataset,
+            "geometry": {"channels": 1, "image_size": 28, "num_classes": 10}}
+    return save_checkpoint(folder, model, meta)
+
+
+def test_checkpoint_mismatch_is_caught(tmp_path):
+    ckpt = _checkpoint(tmp_path / "ck", "1")
+    spec = {"datasets": "mnist-embedded", "models": [{"name": "lenet5", "bits": "fp", "checkpoint": str(ckpt)}],
+            "attacks": [{"name": "fgsm"}]}
+    with pytest.raises(AnntError, match=r"models\[0\]\.checkpoint: checkpoint .* is 1bit, not fp"):
+        prepare(spec)
+    spec["models"][0]["name"] = "mnist_a"
+    with pytest.raises(AnntError, match="holds model 'lenet5', not 'mnist_a'"):
+        prepare(spec)
+
+
+def test_given_checkpoint_is_used_not_trained(tmp_path):
+    ckpt = _checkpoint(tmp_path / "ck")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "datasets": "mnist-embedded", "device": "cpu", "threads": 1, "samples": 4, "runs": 1,
+        "models": [{"name": "lenet5", "bits": ["fp"], "checkpoints": {"fp": "ck"}}],  # relative to the spec
+        "attacks": [{"name": "fgsm"}], "report": {"enabled": False},
+    }))
+    result = run_study(spec, out=tmp_path / "out", progress=False)
+    assert result.computed == 3
+    models = read_results(tmp_path / "out", "models")
+    assert models[0]["origin"] == "checkpoint" and models[0]["checkpoint"] == str(ckpt.resolve())
+    assert not (tmp_path / "out" / "models").exists()
+    assert len(read_results(tmp_path / "out")) == 1
