@@ -230,9 +230,11 @@ def _source_phase(st: _State, model: nn.Module, shape, ready: torch.Tensor, cand
         pred = predict(model, moved[rows, cols].view((-1,) + shape))
         hit[rows, cols] = is_adversarial(pred, st.labels[idx][rows], st.targeted)
         st.queries.index_add_(0, idx, mask.sum(1).to(st.queries.dtype))
-        ratio = hit.sum(1).float() / mask.sum(1).clamp(min=1).float()
+        # epsilon adapts to the random candidates only (ART's rule); guided ones just compete
+        plain, plain_hit = mask[:, :k], hit[:, :k]
+        ratio = plain_hit.sum(1).float() / plain.sum(1).clamp(min=1).float()
         _adapt(st.epsilon, idx, ratio, p["step_adapt"])
-        got = ratio > 0
+        got = hit.any(1)
         dist = (moved - st.x[idx][:, None, :]).norm(dim=2).masked_fill(~hit, float("inf"))
         pick = dist.argmin(1)
         chosen = moved[torch.arange(idx.numel(), device=idx.device), pick]
