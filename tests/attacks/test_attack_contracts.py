@@ -9,6 +9,7 @@ from torch import nn
 from annt.attacks import apply_universal_noise, get_attack, run_attack
 from annt.attacks.cw import margin
 from annt.attacks.jsma import best_pairs
+from annt.errors import AnntError
 
 # Small settings so that every attack runs in about a second on 8 MNIST images.
 QUICK = {
@@ -162,3 +163,42 @@ def test_targeted_attacks_reach_their_targets(mnist_fp, batch):
     res = run_attack("jsma", mnist_fp, x, target, {"targeted": True, "theta": 1.0, "gamma": 0.1})
     with torch.no_grad():
         assert torch.equal(res.success, mnist_fp(res.adversarial).argmax(1) == target)
+
+
+def _tiny_cifar_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    ).eval()
+
+
+@pytest.mark.parametrize("name", sorted(QUICK))
+def test_colour_images_of_cifar_size(name):
+    """3 x 32 x 32 inputs (3072 features): JSMA's pair search must not need 3072^2 per sample."""
+    model = _tiny_cifar_model()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    params = QUICK[name] | ({"gamma": 0.01} if name == "jsma" else {})
+    res = run_attack(name, model, x, y, params, seed=0)
+    _check_result(res, x)
+
+
+def test_art_backend_needs_art(monkeypatch, batch, mnist_fp):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "art", None)
+    monkeypatch.setitem(sys.modules, "art.attacks.evasion", None)
+    x, y = batch
+    with pytest.raises(AnntError, match="adversarial-robustness-toolbox"):
+        run_attack("fgsm", mnist_fp, x, y, {}, backend="art")
+
+
+def test_art_backend_refuses_what_art_cannot_do(batch, mnist_fp):
+    pytest.importorskip("art")
+    x, y = batch
+    with pytest.raises(AnntError, match="target_selection"):
+        run_attack("jsma", mnist_fp, x, y, {"target_selection": "best"}, backend="art")
+    with pytest.raises(AnntError, match="targeted"):
+        run_attack("uap", mnist_fp, x, y, {"targeted": True}, backend="art")

@@ -100,8 +100,8 @@ class BoundaryParams(_Params):
     num_trial: PosInt = 25
     sample_size: PosInt = 20
     init_size: PosInt = 100
-    init_starts: PosInt = 5
-    init_search_steps: NonNegInt = 10
+    init_starts: PosInt = 1
+    init_search_steps: NonNegInt = 0
     min_epsilon: NonNegFloat = 0.0
     guided: bool = True
 
