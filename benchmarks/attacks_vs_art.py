@@ -35,10 +35,16 @@ def paper_settings(cw_iter: int, cw_bss: int) -> dict[str, tuple[str, dict[str, 
         "FGSM eps 0.1": ("fgsm", {"eps": 0.1}),
         "JSMA theta 1 gamma 0.1": ("jsma", {"theta": 1.0, "gamma": 0.1}),
         "UAP fgsm 0.01 xi 0.1": ("uap", {"attacker_eps": 0.01, "xi": 0.1, "max_iter": 30}),
-        f"CW-L2 {cw_iter}x{cw_bss}": ("cw_l2", {
-            "confidence": 0.0, "learning_rate": 0.01, "max_iter": cw_iter,
-            "initial_const": 0.001, "binary_search_steps": cw_bss,
-        }),
+        f"CW-L2 {cw_iter}x{cw_bss}": (
+            "cw_l2",
+            {
+                "confidence": 0.0,
+                "learning_rate": 0.01,
+                "max_iter": cw_iter,
+                "initial_const": 0.001,
+                "binary_search_steps": cw_bss,
+            },
+        ),
         "Boundary 15 it": ("boundary", {"max_iter": 15}),
         "Boundary 100 it": ("boundary", {"max_iter": 100}),
     }
@@ -124,13 +130,18 @@ class Side:
 
 
 def measure(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, params: dict[str, Any],
-    backend: str, seed: int, batch_size: int,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attack: str,
+    params: dict[str, Any],
+    backend: str,
+    seed: int,
+    batch_size: int,
 ) -> tuple[Side, torch.Tensor, torch.Tensor]:
     """Run one side; returns its summary, its success mask and its adversarial batch."""
     start = time.perf_counter()
-    res = run_attack(attack, model, x, y, params, seed=seed, backend=backend,
-                     batch_size=batch_size)
+    res = run_attack(attack, model, x, y, params, seed=seed, backend=backend, batch_size=batch_size)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         wrong = model(res.adversarial).argmax(1) != y
@@ -168,7 +179,8 @@ def fmt(v: float, digits: int = 3) -> str:
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
     lines = [
-        header, "",
+        header,
+        "",
         "| model | attack | ANNT s | ART s | speed-up | adv. acc ANNT / ART | "
         "mean L2 ANNT / ART | L2 on common successes | mean Linf ANNT / ART | "
         "mean L0 ANNT / ART | passes/sample ANNT / ART |",
@@ -201,12 +213,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=60000, help="training images used")
     p.add_argument("--fp-checkpoint", type=Path, default=None)
     p.add_argument("--q-checkpoint", type=Path, default=None, help="1-bit Mnist A state dict")
-    p.add_argument("--attacks", default="fgsm,jsma,uap,cw_l2,boundary",
-                   help="comma-separated subset")
+    p.add_argument(
+        "--attacks", default="fgsm,jsma,uap,cw_l2,boundary", help="comma-separated subset"
+    )
     p.add_argument("--cw-iter", type=int, default=100)
     p.add_argument("--cw-bss", type=int, default=9, help="CW binary search steps")
-    p.add_argument("--batch-size", type=int, default=100,
-                   help="batch size of both ANNT and ART (ART's own defaults are 1 to 64)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="batch size of both ANNT and ART (ART's own defaults are 1 to 64)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads for both sides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="Markdown file (JSON next to it)")
@@ -217,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     wanted = {a.strip() for a in args.attacks.split(",")}
-    settings = {k: v for k, v in paper_settings(args.cw_iter, args.cw_bss).items()
-                if v[0] in wanted}
+    settings = {
+        k: v for k, v in paper_settings(args.cw_iter, args.cw_bss).items() if v[0] in wanted
+    }
     x_test, y_test = load_mnist("test", args.data_dir)
     train_xy = None
     if args.fp_checkpoint is None or args.q_checkpoint is None:
@@ -231,30 +249,43 @@ def main(argv: list[str] | None = None) -> int:
         model = get_model(bits, ckpt, train_xy, args.epochs, args.seed)
         x, y, acc = pick_correct(model, x_test, y_test, args.samples, args.seed)
         label = "Mnist A FP" if bits == "fp" else "Mnist A 1-bit"
-        print(f"{label}: clean accuracy {acc:.4f}, {x.shape[0]} samples "
-              f"(ready in {time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        print(
+            f"{label}: clean accuracy {acc:.4f}, {x.shape[0]} samples "
+            f"(ready in {time.perf_counter() - t0:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
         for row_name, (attack, params) in settings.items():
-            annt, ok_a, adv_a = measure(model, x, y, attack, params, "annt", args.seed,
-                                        args.batch_size)
-            art, ok_b, adv_b = measure(model, x, y, attack, params, "art", args.seed,
-                                       args.batch_size)
+            annt, ok_a, adv_a = measure(
+                model, x, y, attack, params, "annt", args.seed, args.batch_size
+            )
+            art, ok_b, adv_b = measure(
+                model, x, y, attack, params, "art", args.seed, args.batch_size
+            )
             row = {
-                "model": label, "attack": row_name, "params": params,
-                "clean_accuracy": acc, "samples": x.shape[0],
-                "annt": asdict(annt), "art": asdict(art),
+                "model": label,
+                "attack": row_name,
+                "params": params,
+                "clean_accuracy": acc,
+                "samples": x.shape[0],
+                "annt": asdict(annt),
+                "art": asdict(art),
                 "speedup": art.seconds / max(annt.seconds, 1e-9),
                 "common_l2": common_l2(x, adv_a, adv_b, ok_a, ok_b),
             }
             rows.append(row)
             print(markdown([row], "").strip().splitlines()[-1], file=sys.stderr, flush=True)
-    header = (f"{args.samples} correctly classified MNIST test images per model, batch size "
-              f"{args.batch_size}, {args.threads} thread(s), torch {torch.__version__}")
+    header = (
+        f"{args.samples} correctly classified MNIST test images per model, batch size "
+        f"{args.batch_size}, {args.threads} thread(s), torch {torch.__version__}"
+    )
     table = markdown(rows, header)
     print(table)
     if args.out is not None:
         args.out.write_text(table)
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2)
+        )
     return 0
 
 

@@ -127,7 +127,9 @@ def test_jsma_pair_search_is_exact(increase):
         best = score.flatten(1).max(1).values
         got = score[torch.arange(b), p, q]
         assert ((best <= 0) | torch.isclose(got, best)).all()
-        assert (p != q).all() and domain[torch.arange(b), p].all() and domain[torch.arange(b), q].all()
+        assert (
+            (p != q).all() and domain[torch.arange(b), p].all() and domain[torch.arange(b), q].all()
+        )
 
 
 def test_cw_margin_with_all_negative_logits():
@@ -145,8 +147,13 @@ def test_cw_attacks_a_model_with_negative_logits():
     model = nn.Sequential(nn.Flatten(), lin)
     x = 0.4 + 0.2 * torch.rand(6, 1, 4, 4)
     y = model(x).argmax(1)
-    res = run_attack("cw_l2", model, x, y, {"max_iter": 100, "binary_search_steps": 6,
-                                               "learning_rate": 0.05, "initial_const": 1.0})
+    res = run_attack(
+        "cw_l2",
+        model,
+        x,
+        y,
+        {"max_iter": 100, "binary_search_steps": 6, "learning_rate": 0.05, "initial_const": 1.0},
+    )
     assert res.success.all()
 
 
@@ -154,8 +161,14 @@ def test_targeted_attacks_reach_their_targets(mnist_fp, batch):
     x, y = batch
     target = (y + 1) % 10
     res = get_attack("cw_l2").fn(
-        mnist_fp, x, target, targeted=True, max_iter=100, binary_search_steps=4,
-        initial_const=10.0, learning_rate=0.1,
+        mnist_fp,
+        x,
+        target,
+        targeted=True,
+        max_iter=100,
+        binary_search_steps=4,
+        initial_const=10.0,
+        learning_rate=0.1,
     )
     with torch.no_grad():
         pred = mnist_fp(res.adversarial).argmax(1)
@@ -168,7 +181,10 @@ def test_targeted_attacks_reach_their_targets(mnist_fp, batch):
 def _tiny_cifar_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4), nn.Flatten(),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(4),
+        nn.Flatten(),
         nn.Linear(4 * 8 * 8, 10),
     ).eval()
 

@@ -40,8 +40,16 @@ def linear_case(n: int = 12, d: int = 20, k: int = 3, seed: int = 0):
 @pytest.mark.parametrize(
     ("name", "params", "factor"),
     [
-        ("cw_l2", {"learning_rate": 0.05, "max_iter": 200, "binary_search_steps": 10,
-                   "initial_const": 0.1}, 1.25),
+        (
+            "cw_l2",
+            {
+                "learning_rate": 0.05,
+                "max_iter": 200,
+                "binary_search_steps": 10,
+                "initial_const": 0.1,
+            },
+            1.25,
+        ),
         ("boundary", {"max_iter": 200}, 2.0),
         ("boundary", {"max_iter": 100, "init_starts": 3, "init_search_steps": 8}, 2.0),
     ],

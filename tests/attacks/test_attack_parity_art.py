@@ -42,8 +42,10 @@ CASES = {
     # per class, which makes its accuracy swing by +-0.1 between seeds on 32 images.
     "jsma": (32, {"theta": 1.0, "gamma": 0.1, "targeted": True}),
     "uap": (32, {"attacker_eps": 0.01, "xi": 0.1, "max_iter": 3}),
-    "cw_l2": (12, {"max_iter": 50, "binary_search_steps": 4, "initial_const": 1.0,
-                   "learning_rate": 0.1}),
+    "cw_l2": (
+        12,
+        {"max_iter": 50, "binary_search_steps": 4, "initial_const": 1.0, "learning_rate": 0.1},
+    ),
     "boundary": (12, {"max_iter": 15}),
 }
 

@@ -13,8 +13,12 @@ SMALL = {
     "fgsm": {"eps": 0.2},
     "jsma": {"theta": 1.0, "gamma": 0.1, "target_selection": "best"},
     "uap": {"attacker_eps": 0.05, "xi": 0.3, "max_iter": 2, "batch_size": 4},
-    "cw_l2": {"max_iter": 20, "binary_search_steps": 3, "initial_const": 10.0,
-              "learning_rate": 0.1},
+    "cw_l2": {
+        "max_iter": 20,
+        "binary_search_steps": 3,
+        "initial_const": 10.0,
+        "learning_rate": 0.1,
+    },
     "boundary": {"max_iter": 10},
 }
 

@@ -88,17 +88,38 @@ def _build(name: str, evasion: Any, clf: Any, p: dict[str, Any], bs: int | None)
             step = p["attacker_step_size"] or p["attacker_eps"] / 4
             inner |= {"eps_step": step, "max_iter": p["attacker_steps"], "verbose": False}
         kw = {
-            "attacker": p["attacker"], "attacker_params": inner, "delta": p["delta"],
-            "max_iter": p["max_iter"], "eps": p["xi"],
-            "norm": np.inf if p["norm"] == "inf" else 2, "verbose": False,
+            "attacker": p["attacker"],
+            "attacker_params": inner,
+            "delta": p["delta"],
+            "max_iter": p["max_iter"],
+            "eps": p["xi"],
+            "norm": np.inf if p["norm"] == "inf" else 2,
+            "verbose": False,
         }
         return evasion.UniversalPerturbation(clf, **_batch(kw, bs))
     if name == "cw_l2":
-        keys = ("confidence", "targeted", "learning_rate", "binary_search_steps", "max_iter",
-                "initial_const")
-        return evasion.CarliniL2Method(clf, **_batch({k: p[k] for k in keys} | {"verbose": False}, bs))
-    keys = ("targeted", "delta", "epsilon", "step_adapt", "max_iter", "num_trial", "sample_size",
-            "init_size", "min_epsilon")
+        keys = (
+            "confidence",
+            "targeted",
+            "learning_rate",
+            "binary_search_steps",
+            "max_iter",
+            "initial_const",
+        )
+        return evasion.CarliniL2Method(
+            clf, **_batch({k: p[k] for k in keys} | {"verbose": False}, bs)
+        )
+    keys = (
+        "targeted",
+        "delta",
+        "epsilon",
+        "step_adapt",
+        "max_iter",
+        "num_trial",
+        "sample_size",
+        "init_size",
+        "min_epsilon",
+    )
     return evasion.BoundaryAttack(clf, **_batch({k: p[k] for k in keys} | {"verbose": False}, bs))
 
 
@@ -119,8 +140,11 @@ def run_art(
     with eval_mode(model):
         classes = int(model(inputs[:1]).shape[1])
         clf = classifier_cls(
-            counter, loss=nn.CrossEntropyLoss(), input_shape=tuple(inputs.shape[1:]),
-            nb_classes=classes, clip_values=(0.0, 1.0),
+            counter,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(inputs.shape[1:]),
+            nb_classes=classes,
+            clip_values=(0.0, 1.0),
             device_type="gpu" if device.type == "cuda" else "cpu",
         )
         if seed is not None:

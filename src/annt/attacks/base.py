@@ -70,14 +70,14 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
 def check_batch(inputs: torch.Tensor, labels: torch.Tensor, attack: str) -> torch.Tensor:
     """Fail early (one line) on inputs an attack cannot handle; return labels as int64."""
     if inputs.dim() < 2 or inputs.shape[0] == 0:
-        raise AnntError(f"{attack}: inputs must be a non-empty batch [N, ...], got {tuple(inputs.shape)}")
+        raise AnntError(
+            f"{attack}: inputs must be a non-empty batch [N, ...], got {tuple(inputs.shape)}"
+        )
     if not inputs.is_floating_point():
         raise AnntError(f"{attack}: inputs must be floating point images in [0, 1]")
     labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
     if labels.shape[0] != inputs.shape[0]:
-        raise AnntError(
-            f"{attack}: got {inputs.shape[0]} inputs but {labels.shape[0]} labels"
-        )
+        raise AnntError(f"{attack}: got {inputs.shape[0]} inputs but {labels.shape[0]} labels")
     return labels
 
 

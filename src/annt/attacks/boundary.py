@@ -38,8 +38,9 @@ _GUIDED_SCALES = (1.0, 2.0, 4.0)  # source steps tried from the guided candidate
 class _State:
     """Per-sample tensors of one run (flattened images)."""
 
-    def __init__(self, x: torch.Tensor, labels: torch.Tensor, targeted: bool, delta: float,
-                 epsilon: float) -> None:
+    def __init__(
+        self, x: torch.Tensor, labels: torch.Tensor, targeted: bool, delta: float, epsilon: float
+    ) -> None:
         n, dev = x.shape[0], x.device
         self.x, self.labels, self.targeted = x, labels, targeted
         self.adv = x.clone()
@@ -60,8 +61,9 @@ class _State:
         labels = self.labels[idx].repeat_interleave(k)
         return is_adversarial(pred, labels, self.targeted).view(cand.shape[:-1])
 
-    def query_flat(self, model: nn.Module, idx: torch.Tensor, mask: torch.Tensor,
-                   cand: torch.Tensor, shape) -> torch.Tensor:
+    def query_flat(
+        self, model: nn.Module, idx: torch.Tensor, mask: torch.Tensor, cand: torch.Tensor, shape
+    ) -> torch.Tensor:
         """Adversarial mask of candidates ``cand`` [mask.sum(), D], row r of ``mask`` = idx[r]."""
         rows = mask.nonzero()[:, 0]
         pred = predict(model, cand.view((-1,) + shape))
@@ -82,8 +84,9 @@ def _adapt(size: torch.Tensor, idx: torch.Tensor, ratio: torch.Tensor, factor: f
     size[idx] = torch.where(ratio > _HIGH, size[idx] / factor, size[idx])
 
 
-def _draw_starts(st: _State, model: nn.Module, shape, init_size: int, starts: int,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw_starts(
+    st: _State, model: nn.Module, shape, init_size: int, starts: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``starts`` adversarial uniform-noise images per sample, ``init_size`` draws at most."""
     n, d = st.x.shape
     found = torch.zeros((n, starts), dtype=torch.bool, device=st.x.device)
@@ -104,8 +107,9 @@ def _draw_starts(st: _State, model: nn.Module, shape, init_size: int, starts: in
     return pool, found
 
 
-def _other_images(st: _State, model: nn.Module, shape, tries: int, pool: torch.Tensor,
-                  found: torch.Tensor) -> None:
+def _other_images(
+    st: _State, model: nn.Module, shape, tries: int, pool: torch.Tensor, found: torch.Tensor
+) -> None:
     """Fallback when no noise image is adversarial (ART gives up): the batch's other images."""
     n = st.x.shape[0]
     for shift in range(1, min(tries, n - 1) + 1):
@@ -117,8 +121,15 @@ def _other_images(st: _State, model: nn.Module, shape, tries: int, pool: torch.T
         pool[idx[hit], 0], found[idx[hit], 0] = other[hit], True
 
 
-def _initialise(st: _State, model: nn.Module, shape, init_size: int, starts: int,
-                search_steps: int, gen: torch.Generator) -> None:
+def _initialise(
+    st: _State,
+    model: nn.Module,
+    shape,
+    init_size: int,
+    starts: int,
+    search_steps: int,
+    gen: torch.Generator,
+) -> None:
     """Uniform-noise starting points, each moved to the boundary by a blended binary search."""
     n = st.x.shape[0]
     already = st.query(model, torch.arange(n, device=st.x.device), st.x, shape)
@@ -145,8 +156,9 @@ def _initialise(st: _State, model: nn.Module, shape, init_size: int, starts: int
     st.found[idx] = True
 
 
-def _orthogonal_candidates(cur: torch.Tensor, orig: torch.Tensor, delta: torch.Tensor,
-                           k: int, gen: torch.Generator) -> torch.Tensor:
+def _orthogonal_candidates(
+    cur: torch.Tensor, orig: torch.Tensor, delta: torch.Tensor, k: int, gen: torch.Generator
+) -> torch.Tensor:
     """``k`` points per sample on the sphere around ``orig`` through ``cur``, at angle ~delta."""
     diff = cur - orig  # [b, D]
     dist = diff.norm(dim=1, keepdim=True).clamp(min=1e-12)
@@ -159,8 +171,13 @@ def _orthogonal_candidates(cur: torch.Tensor, orig: torch.Tensor, delta: torch.T
     return cand.clamp_(0.0, 1.0)
 
 
-def _guided_candidate(cur: torch.Tensor, orig: torch.Tensor, delta: torch.Tensor,
-                      cand: torch.Tensor, hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _guided_candidate(
+    cur: torch.Tensor,
+    orig: torch.Tensor,
+    delta: torch.Tensor,
+    cand: torch.Tensor,
+    hit: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One extra orthogonal candidate along the trial's estimated boundary normal.
 
     The centred outcomes of the random candidates weight their directions (a Monte-Carlo
@@ -180,8 +197,9 @@ def _guided_candidate(cur: torch.Tensor, orig: torch.Tensor, delta: torch.Tensor
     return (orig + (diff + g) / hyp).clamp_(0.0, 1.0), usable
 
 
-def _orthogonal_phase(st: _State, model: nn.Module, shape, active: torch.Tensor,
-                      p: dict, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _orthogonal_phase(
+    st: _State, model: nn.Module, shape, active: torch.Tensor, p: dict, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Orthogonal step with retries; returns (samples that succeeded, candidates, ok mask).
 
     With ``guided``, column ``sample_size`` holds the unverified guided candidate.
@@ -212,8 +230,15 @@ def _orthogonal_phase(st: _State, model: nn.Module, shape, active: torch.Tensor,
     return active & ~need, cands, ok
 
 
-def _source_phase(st: _State, model: nn.Module, shape, ready: torch.Tensor, cands: torch.Tensor,
-                  ok: torch.Tensor, p: dict) -> torch.Tensor:
+def _source_phase(
+    st: _State,
+    model: nn.Module,
+    shape,
+    ready: torch.Tensor,
+    cands: torch.Tensor,
+    ok: torch.Tensor,
+    p: dict,
+) -> torch.Tensor:
     """Step towards the original from the good candidates; returns samples that stalled."""
     need = ready.clone()
     k = p["sample_size"]
@@ -282,7 +307,9 @@ def attack(
     st = _State(inputs.detach().flatten(1), labels, targeted, delta, epsilon)
     gen = make_generator(seed, inputs.device)
     p = {
-        "sample_size": sample_size, "num_trial": num_trial, "step_adapt": step_adapt,
+        "sample_size": sample_size,
+        "num_trial": num_trial,
+        "step_adapt": step_adapt,
         "guided": guided,
     }
     with eval_mode(model):

@@ -57,7 +57,9 @@ class _Adam:
 
     @classmethod
     def like(cls, w: torch.Tensor) -> _Adam:
-        return cls(torch.zeros_like(w), torch.zeros_like(w), torch.zeros(w.shape[0], device=w.device))
+        return cls(
+            torch.zeros_like(w), torch.zeros_like(w), torch.zeros(w.shape[0], device=w.device)
+        )
 
     def step(self, w: torch.Tensor, idx: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
         self.t[idx] += 1
@@ -72,8 +74,13 @@ class _Adam:
 
 
 def _objective(
-    model: nn.Module, w: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, c: torch.Tensor,
-    kappa: float, targeted: bool,
+    model: nn.Module,
+    w: torch.Tensor,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    c: torch.Tensor,
+    kappa: float,
+    targeted: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, gradient w.r.t. w, L2^2, attack success and the image for a subset of samples."""
     w = w.detach().requires_grad_(True)

@@ -51,9 +51,7 @@ def gradient_step(
     Shared with UAP's inner attacker. The sum of per-sample losses is used so that the step
     does not depend on the batch size (only its sign or direction matters anyway).
     """
-    grad, logits = input_gradient(
-        model, x, lambda z: F.cross_entropy(z, labels, reduction="none")
-    )
+    grad, logits = input_gradient(model, x, lambda z: F.cross_entropy(z, labels, reduction="none"))
     direction = step_direction(grad, norm)
     if targeted:
         direction = -direction

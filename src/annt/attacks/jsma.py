@@ -75,7 +75,10 @@ def _front(a: torch.Tensor, n: torch.Tensor, alive: torch.Tensor) -> torch.Tenso
 
 
 def best_pairs(
-    alpha: torch.Tensor, beta: torch.Tensor, domain: torch.Tensor, increase: bool,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    domain: torch.Tensor,
+    increase: bool,
     chunk_elems: int = 1 << 23,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (p, q) [B] of the most salient feature pair of each sample (exact maximum).
@@ -113,8 +116,12 @@ def _targets(labels: torch.Tensor, classes: int, gen: torch.Generator) -> torch.
 
 
 def _gradients(
-    model: nn.Module, x: torch.Tensor, shape: tuple[int, ...], target: torch.Tensor | None,
-    labels: torch.Tensor, saliency: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    shape: tuple[int, ...],
+    target: torch.Tensor | None,
+    labels: torch.Tensor,
+    saliency: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Logits, alpha and beta gradients at flat ``x``, and the number of backward passes used.
 
@@ -212,8 +219,13 @@ def attack(
 
 
 def _apply_pair(
-    x: torch.Tensor, changed: torch.Tensor, domain: torch.Tensor, idx: torch.Tensor,
-    p: torch.Tensor, q: torch.Tensor, theta: float,
+    x: torch.Tensor,
+    changed: torch.Tensor,
+    domain: torch.Tensor,
+    idx: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    theta: float,
 ) -> None:
     """Move features p and q of samples ``idx`` by theta, clip, and update the search domain."""
     for f in (p, q):

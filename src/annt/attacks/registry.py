@@ -175,8 +175,13 @@ def parse_param(text: str) -> tuple[str, Any]:
 
 
 def _batched(
-    fn: Callable[..., AttackResult], model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
-    params: dict[str, Any], seed: int | None, batch_size: int,
+    fn: Callable[..., AttackResult],
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    params: dict[str, Any],
+    seed: int | None,
+    batch_size: int,
 ) -> AttackResult:
     """Run ``fn`` chunk by chunk (chunk i seeded with seed + i) and concatenate the results."""
     parts = [

@@ -58,8 +58,15 @@ def apply_universal_noise(inputs: torch.Tensor, noise: torch.Tensor) -> torch.Te
 
 
 def _inner_attack(
-    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool, attacker: str,
-    eps: float, steps: int, step_size: float, norm: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    attacker: str,
+    eps: float,
+    steps: int,
+    step_size: float,
+    norm: str,
 ) -> torch.Tensor:
     """FGSM, or PGD (``steps`` steps of ``step_size`` projected onto the ``eps`` ball)."""
     if attacker == "fgsm":
@@ -120,8 +127,15 @@ def attack(
                     continue
                 idx, xv = idx[todo], xv[todo]
                 adv = _inner_attack(
-                    model, xv, labels[idx], targeted, attacker, attacker_eps,
-                    attacker_steps, step_size, norm,
+                    model,
+                    xv,
+                    labels[idx],
+                    targeted,
+                    attacker,
+                    attacker_eps,
+                    attacker_steps,
+                    step_size,
+                    norm,
                 )
                 fwd[idx] += grads_per_attack + 1
                 bwd[idx] += grads_per_attack
@@ -131,7 +145,9 @@ def attack(
                     noise = project(noise + step, xi, norm)
             passes += 1
             fwd += 1
-            fooled = is_adversarial(predict(model, apply_universal_noise(x, noise)), labels, targeted)
+            fooled = is_adversarial(
+                predict(model, apply_universal_noise(x, noise)), labels, targeted
+            )
     adv = apply_universal_noise(x, noise)
     rate = fooled.float().mean()
     return AttackResult(
