@@ -120,3 +120,26 @@ def input_gradient(
         logits = model(x)
         (grad,) = torch.autograd.grad(objective(logits).sum(), x)
     return grad, logits.detach()
+
+
+def concat_results(parts: list[AttackResult]) -> AttackResult:
+    """Join the results of attacking consecutive chunks of one batch, in order.
+
+    Per-sample extras are concatenated; per-chunk extras (scalars, one noise per chunk) are
+    stacked.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    extras: dict[str, torch.Tensor] = {}
+    for key in parts[0].extras:
+        values = [p.extras[key] for p in parts]
+        per_sample = all(v.dim() > 0 and v.shape[0] == len(p.success) for v, p in zip(values, parts))
+        extras[key] = torch.cat(values) if per_sample else torch.stack(values)
+    return AttackResult(
+        adversarial=torch.cat([p.adversarial for p in parts]),
+        success=torch.cat([p.success for p in parts]),
+        iterations=torch.cat([p.iterations for p in parts]),
+        forward_passes=torch.cat([p.forward_passes for p in parts]),
+        backward_passes=torch.cat([p.backward_passes for p in parts]),
+        extras=extras,
+    )

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from annt.attacks import boundary, cw, fgsm, jsma, uap
-from annt.attacks.base import AttackResult
+from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 
 BACKENDS = ("annt", "art")
@@ -188,13 +188,7 @@ def _batched(
         fn(model, x, y, seed=None if seed is None else seed + i, **params)
         for i, (x, y) in enumerate(zip(inputs.split(batch_size), labels.split(batch_size)))
     ]
-    return AttackResult(
-        adversarial=torch.cat([p.adversarial for p in parts]),
-        success=torch.cat([p.success for p in parts]),
-        iterations=torch.cat([p.iterations for p in parts]),
-        forward_passes=torch.cat([p.forward_passes for p in parts]),
-        backward_passes=torch.cat([p.backward_passes for p in parts]),
-    )
+    return concat_results(parts)
 
 
 def run_attack(

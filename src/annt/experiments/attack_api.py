@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from annt.attacks.base import AttackResult
+from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 
 # Attacks whose result depends on the whole set (one noise for all images): never chunked.
@@ -91,18 +91,4 @@ def craft(
         parts.append(run_attack(name, model, xs, ys, dict(params), seed=seed + i, backend=backend))
         if on_chunk is not None:
             on_chunk(len(xs))
-    if len(parts) == 1:
-        return parts[0]
-    extras: dict[str, torch.Tensor] = {}
-    for key in parts[0].extras:
-        values = [p.extras[key] for p in parts]
-        same_len = all(v.dim() > 0 and v.shape[0] == len(p.success) for v, p in zip(values, parts))
-        extras[key] = torch.cat(values) if same_len else torch.stack(values)
-    return AttackResult(
-        adversarial=torch.cat([p.adversarial for p in parts]),
-        success=torch.cat([p.success for p in parts]),
-        iterations=torch.cat([p.iterations for p in parts]),
-        forward_passes=torch.cat([p.forward_passes for p in parts]),
-        backward_passes=torch.cat([p.backward_passes for p in parts]),
-        extras=extras,
-    )
+    return concat_results(parts)
