@@ -67,6 +67,20 @@ def test_activation_gradient_passes_inside_clip_only():
     assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 0.0]))
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, 8, 16])
+def test_fused_activation_matches_clamp_then_straight_through_round(k):
+    torch.manual_seed(k)
+    x = torch.cat([torch.randn(5000) * 2, torch.tensor([0.0, 1.0, 0.5, -1e-9, 1 + 1e-6])])
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    dy = torch.randn_like(x)
+    fused = quantize_activation(x1, k)
+    composed = quantize_k(torch.clamp(x2, 0.0, 1.0), k)
+    assert torch.equal(fused, composed)
+    fused.backward(dy)
+    composed.backward(dy)
+    assert torch.equal(x1.grad, x2.grad)
+
+
 def test_32_bits_is_identity_and_relu():
     x = torch.randn(100)
     assert torch.equal(quantize_k(x, 32), x)

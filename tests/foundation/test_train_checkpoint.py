@@ -132,6 +132,9 @@ def test_cli_errors_are_single_lines(tmp_path):
         ["train", "--model", "mnist_a", "--dataset", "mnist", "--data-dir", str(tmp_path / "empty")],
         ["evaluate", "--checkpoint", str(tmp_path / "missing")],
         ["attack", "--checkpoint", str(tmp_path / "missing"), "--attack", "fgsm", "--out", str(tmp_path / "a.npz")],
+        ["train", "--model", "mnist_a", "--dataset", "embedded", "--init-from", str(tmp_path / "missing")],
+        ["train", "--model", "lenet5", "--dataset", "embedded", "--init-from", "zoo:mnist_a@fp"],
+        ["train", "--model", "mnist_a", "--dataset", "embedded", "--lr-schedule", "linear"],
     ]
     for args in cases:
         r = subprocess.run([sys.executable, "-m", "annt.cli.main", *args], capture_output=True, text=True, env=env)
@@ -139,3 +142,28 @@ def test_cli_errors_are_single_lines(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("annt: error:"), (args, r.stderr)
         assert "Traceback" not in r.stderr
+
+
+def test_learning_rate_schedules():
+    from annt.train.recipes import make_recipe
+    from annt.train.trainer import _lr_at
+
+    step = make_recipe("mnist_a", lr=1.0, epochs=10, lr_milestones=[4, 8])
+    assert [_lr_at(step, e) for e in (0, 3.9, 4, 8)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
+    cosine = make_recipe("mnist_a", lr=2.0, epochs=10, lr_schedule="cosine")
+    assert [_lr_at(cosine, e) for e in (0, 5, 10)] == pytest.approx([2.0, 1.0, 0.0], abs=1e-12)
+    with pytest.raises(ValueError):
+        make_recipe("mnist_a", lr_schedule="linear")
+
+
+def test_init_from_starts_at_the_checkpoint_weights_any_bitwidth(trained, tmp_path):
+    """Warm start: epoch-0 weights are the source's, and the sidecar records where they came from."""
+    source = read_meta(trained / "best")
+    train_model("mnist_a", "embedded", "2", tmp_path / "ft", epochs=1, train_limit=200, progress=False,
+                device="cpu", init_from=trained / "best", lr=1e-12)
+    tuned = load_file(tmp_path / "ft" / "last" / "model.safetensors")
+    start = load_file(trained / "best" / "model.safetensors")
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-6) for k in start if "running" not in k)
+    meta = read_meta(tmp_path / "ft" / "best")
+    assert meta["bits"] == "2,2,32"
+    assert meta["init_from"]["weights_sha256"] == source["weights_sha256"]

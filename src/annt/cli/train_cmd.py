@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr-milestones", type=_epoch_list, default=None,
         metavar="E1,E2", help="epochs at which the learning rate is multiplied by 0.1",
     )
+    p.add_argument(
+        "--lr-schedule", choices=("step", "cosine"), default=None,
+        help="step (x0.1 at each milestone) or cosine (per batch, from --lr down to 0)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     p.add_argument("--weight-decay", type=float, default=None)
@@ -36,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
+    p.add_argument(
+        "--init-from", default=None, metavar="CHECKPOINT",
+        help="start from a trained checkpoint (folder or zoo:NAME) of the same model, any bitwidth",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL-DATASET-BITS-sSEED)")
     p.add_argument("--no-progress", action="store_true")
@@ -55,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     result = train_model(
         info.name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
         data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
-        train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones, batch_size=args.batch_size,
+        train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones,
+        lr_schedule=args.lr_schedule, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
-        augment=args.augment, validation_size=args.validation_size,
+        augment=args.augment, validation_size=args.validation_size, init_from=args.init_from,
     )
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,

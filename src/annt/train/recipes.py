@@ -17,6 +17,7 @@ class Recipe(BaseModel):
     batch_size: int = Field(128, ge=1)
     epochs: int = Field(10, ge=1)
     lr_milestones: list[int] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
     augment: bool = False  # pad 4 + random crop + horizontal flip
     validation_size: int | None = None
 

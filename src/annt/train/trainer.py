@@ -10,6 +10,7 @@ resumed CPU run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,16 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=recipe.lr)
 
 
-def _lr_at(recipe: Recipe, epoch: int) -> float:
+def _lr_at(recipe: Recipe, epoch: float) -> float:
+    """Learning rate at a (fractional) epoch: step decay x0.1 at each milestone, or cosine to 0."""
+    if recipe.lr_schedule == "cosine":
+        return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
     return recipe.lr * 0.1 ** sum(epoch >= m for m in recipe.lr_milestones)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def fit(
@@ -107,7 +116,8 @@ def fit(
         info = load_train_state(last, optimizer)
         saved = {k: v for k, v in info["config"].items() if k != "recipe"}
         now = {k: v for k, v in config.items() if k != "recipe"}
-        saved_recipe = {k: v for k, v in info["config"]["recipe"].items() if k != "epochs"}
+        # through Recipe so that runs saved before a field existed compare with its default
+        saved_recipe = {k: v for k, v in Recipe(**info["config"]["recipe"]).model_dump().items() if k != "epochs"}
         now_recipe = {k: v for k, v in recipe.model_dump().items() if k != "epochs"}
         if saved != now or saved_recipe != now_recipe:
             raise AnntError(
@@ -121,8 +131,7 @@ def fit(
     for epoch in range(start, recipe.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         lr = _lr_at(recipe, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        _set_lr(optimizer, lr)
         model.train()
         order = torch.randperm(n, generator=gen)
         tic = time.perf_counter()
@@ -132,6 +141,8 @@ def fit(
             disable=not progress, leave=False, unit="batch",
         )
         for start_i in bar:
+            if recipe.lr_schedule == "cosine":
+                _set_lr(optimizer, _lr_at(recipe, epoch + start_i / n))
             idx = order[start_i : start_i + recipe.batch_size]
             x, y = train_set.x[idx], train_set.y[idx]
             if recipe.augment:
@@ -168,6 +179,27 @@ def fit(
     return history, best_val
 
 
+def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[str, Any]:
+    """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar."""
+    from annt.store.checkpoint import load_checkpoint
+
+    if str(source).startswith("zoo:"):
+        from annt.zoo import load_zoo_model
+
+        trained = load_zoo_model(str(source)[4:])
+    else:
+        trained = load_checkpoint(source)
+    meta = trained.annt_meta  # type: ignore[attr-defined]
+    if meta["model"] != model_name:
+        raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
+    try:
+        model.load_state_dict(trained.state_dict())
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        raise AnntError(f"--init-from {source} does not fit {model_name} here: {first}") from None
+    return {"checkpoint": str(source), "bits": meta["bits"], "weights_sha256": meta["weights_sha256"]}
+
+
 def train_model(
     model_name: str,
     dataset: str,
@@ -180,9 +212,14 @@ def train_model(
     device: str | torch.device | None = None,
     progress: bool = True,
     train_limit: int | None = None,
+    init_from: str | Path | None = None,
     **recipe_overrides: Any,
 ) -> TrainResult:
-    """Train a registered model on a named dataset; the CLI's ``annt train``."""
+    """Train a registered model on a named dataset; the CLI's ``annt train``.
+
+    ``init_from`` (a checkpoint folder or ``zoo:NAME`` of the same architecture, any bitwidth)
+    starts from trained weights instead of random ones: quantization-aware fine-tuning.
+    """
     spec = parse_bits(bits)
     recipe = make_recipe(model_name, epochs=epochs, **recipe_overrides)
     info = dataset_info(dataset)
@@ -199,6 +236,8 @@ def train_model(
         "geometry": {"channels": channels, "image_size": size, "num_classes": num_classes},
         "recipe": recipe.model_dump(),
     }
+    if init_from is not None:
+        meta["init_from"] = _warm_start(model, model_name, init_from)
     out = Path(out_dir)
     history, best_val = fit(model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress)
     from annt.store.checkpoint import load_checkpoint
