@@ -167,3 +167,27 @@ def test_init_from_starts_at_the_checkpoint_weights_any_bitwidth(trained, tmp_pa
     meta = read_meta(tmp_path / "ft" / "best")
     assert meta["bits"] == "2,2,32"
     assert meta["init_from"]["weights_sha256"] == source["weights_sha256"]
+
+
+def test_distillation_loss_is_kl_of_softened_outputs():
+    from annt.train.trainer import _distill_loss
+
+    t = torch.tensor([[2.0, 0.0, -1.0]])
+    assert _distill_loss(t, t, 4.0).item() == pytest.approx(0.0, abs=1e-7)
+    s = torch.tensor([[0.0, 1.0, 0.0]])
+    p, q = torch.softmax(t / 2, 1), torch.softmax(s / 2, 1)
+    expected = 4 * (p * (p.log() - q.log())).sum().item()  # T^2 * KL(teacher || student), by hand
+    assert _distill_loss(s, t, 2.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_with_a_teacher_records_it_and_needs_one(trained, tmp_path):
+    from annt.train import fit, make_recipe
+
+    train_model("mnist_a", "embedded", "2", tmp_path / "kd", epochs=1, train_limit=300, progress=False,
+                device="cpu", teacher=trained / "best")
+    meta = read_meta(tmp_path / "kd" / "best")
+    assert meta["recipe"]["distill_weight"] == 0.5
+    assert meta["teacher"]["weights_sha256"] == read_meta(trained / "best")["weights_sha256"]
+    with pytest.raises(AnntError, match="teacher"):
+        fit(create_model("mnist_a", "2"), None, None, make_recipe("mnist_a", distill_weight=0.5),  # type: ignore[arg-type]
+            tmp_path / "x", {})

@@ -44,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--init-from", default=None, metavar="CHECKPOINT",
         help="start from a trained checkpoint (folder or zoo:NAME) of the same model, any bitwidth",
     )
+    p.add_argument(
+        "--teacher", default=None, metavar="CHECKPOINT",
+        help="distil from a trained model (folder or zoo:NAME), e.g. the FP twin of a quantized net",
+    )
+    p.add_argument("--distill-weight", type=float, default=None, help="share of the teacher's loss (default 0.5)")
+    p.add_argument("--distill-temperature", type=float, default=None, help="softening temperature (default 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL-DATASET-BITS-sSEED)")
     p.add_argument("--no-progress", action="store_true")
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         lr_schedule=args.lr_schedule, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, validation_size=args.validation_size, init_from=args.init_from,
+        teacher=args.teacher, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,

@@ -18,6 +18,8 @@ class Recipe(BaseModel):
     epochs: int = Field(10, ge=1)
     lr_milestones: list[int] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
     lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
+    distill_weight: float = Field(0.0, ge=0, le=1)  # share of the loss from a teacher's soft labels
+    distill_temperature: float = Field(4.0, gt=0)
     augment: bool = False  # pad 4 + random crop + horizontal flip
     validation_size: int | None = None
 

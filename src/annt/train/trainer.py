@@ -85,6 +85,14 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def _distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher || student) on temperature-softened outputs (keeps gradient scale at any T)."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), reduction="batchmean", log_target=True
+    ) * (t * t)
+
+
 def fit(
     model: nn.Module,
     train_set: ImageSet,
@@ -96,8 +104,12 @@ def fit(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    teacher: nn.Module | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Train any ``nn.Module`` mapping [0,1] images to logits; resumes from ``out_dir/last``.
+
+    With ``recipe.distill_weight`` > 0 the loss mixes in the ``teacher``'s softened outputs
+    (knowledge distillation, Hinton et al. 2015): how a quantized net learns from its FP twin.
 
     Returns the per-epoch history and the best validation accuracy.
     """
@@ -127,6 +139,10 @@ def fit(
         history, best_val = info["history"], info["best_val"]
     start = len(history)
     regularizer = getattr(model, "regularization_loss", None)
+    if recipe.distill_weight > 0:
+        if teacher is None:
+            raise AnntError("distill_weight > 0 needs a teacher model (--teacher CHECKPOINT)")
+        teacher = teacher.to(device).eval()
     n = len(train_set)
     for epoch in range(start, recipe.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -150,6 +166,12 @@ def fit(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
+            if recipe.distill_weight > 0:
+                with torch.no_grad():
+                    soft = teacher(x)  # type: ignore[misc]
+                loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * _distill_loss(
+                    logits, soft, recipe.distill_temperature
+                )
             if regularizer is not None:
                 loss = loss + regularizer()
             optimizer.zero_grad(set_to_none=True)
@@ -179,16 +201,26 @@ def fit(
     return history, best_val
 
 
-def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[str, Any]:
-    """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar."""
+def _load_trained(source: str | Path) -> nn.Module:
+    """A checkpoint folder or ``zoo:NAME``, loaded and hash-checked."""
     from annt.store.checkpoint import load_checkpoint
 
     if str(source).startswith("zoo:"):
         from annt.zoo import load_zoo_model
 
-        trained = load_zoo_model(str(source)[4:])
-    else:
-        trained = load_checkpoint(source)
+        return load_zoo_model(str(source)[4:])
+    return load_checkpoint(source)
+
+
+def _provenance(source: str | Path, trained: nn.Module) -> dict[str, Any]:
+    meta = trained.annt_meta  # type: ignore[attr-defined]
+    return {"checkpoint": str(source), "model": meta["model"], "bits": meta["bits"],
+            "weights_sha256": meta["weights_sha256"]}
+
+
+def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[str, Any]:
+    """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar."""
+    trained = _load_trained(source)
     meta = trained.annt_meta  # type: ignore[attr-defined]
     if meta["model"] != model_name:
         raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
@@ -197,7 +229,7 @@ def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[s
     except RuntimeError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
         raise AnntError(f"--init-from {source} does not fit {model_name} here: {first}") from None
-    return {"checkpoint": str(source), "bits": meta["bits"], "weights_sha256": meta["weights_sha256"]}
+    return _provenance(source, trained)
 
 
 def train_model(
@@ -213,14 +245,19 @@ def train_model(
     progress: bool = True,
     train_limit: int | None = None,
     init_from: str | Path | None = None,
+    teacher: str | Path | None = None,
     **recipe_overrides: Any,
 ) -> TrainResult:
     """Train a registered model on a named dataset; the CLI's ``annt train``.
 
     ``init_from`` (a checkpoint folder or ``zoo:NAME`` of the same architecture, any bitwidth)
     starts from trained weights instead of random ones: quantization-aware fine-tuning.
+    ``teacher`` (same forms, any model on the same dataset) supplies soft labels; it is used
+    with ``distill_weight`` (0.5 when a teacher is given and the weight is not).
     """
     spec = parse_bits(bits)
+    if teacher is not None and recipe_overrides.get("distill_weight") is None:
+        recipe_overrides["distill_weight"] = 0.5
     recipe = make_recipe(model_name, epochs=epochs, **recipe_overrides)
     info = dataset_info(dataset)
     train_set = load_dataset(dataset, "train", data_dir, validation_size=recipe.validation_size, seed=seed)
@@ -238,8 +275,14 @@ def train_model(
     }
     if init_from is not None:
         meta["init_from"] = _warm_start(model, model_name, init_from)
+    teacher_model = None
+    if teacher is not None:
+        teacher_model = _load_trained(teacher)
+        meta["teacher"] = _provenance(teacher, teacher_model)
     out = Path(out_dir)
-    history, best_val = fit(model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress)
+    history, best_val = fit(
+        model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress, teacher=teacher_model
+    )
     from annt.store.checkpoint import load_checkpoint
 
     test_set = load_dataset(dataset, "test", data_dir)
