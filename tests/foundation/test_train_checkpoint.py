@@ -135,6 +135,8 @@ def test_cli_errors_are_single_lines(tmp_path):
         ["train", "--model", "mnist_a", "--dataset", "embedded", "--init-from", str(tmp_path / "missing")],
         ["train", "--model", "lenet5", "--dataset", "embedded", "--init-from", "zoo:mnist_a@fp"],
         ["train", "--model", "mnist_a", "--dataset", "embedded", "--lr-schedule", "linear"],
+        ["train", "--model", "mnist_a", "--dataset", "embedded", "--distill-weight", "2"],
+        ["train", "--model", "mnist_a", "--dataset", "embedded", "--lr", "-1"],
     ]
     for args in cases:
         r = subprocess.run([sys.executable, "-m", "annt.cli.main", *args], capture_output=True, text=True, env=env)
@@ -152,7 +154,7 @@ def test_learning_rate_schedules():
     assert [_lr_at(step, e) for e in (0, 3.9, 4, 8)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
     cosine = make_recipe("mnist_a", lr=2.0, epochs=10, lr_schedule="cosine")
     assert [_lr_at(cosine, e) for e in (0, 5, 10)] == pytest.approx([2.0, 1.0, 0.0], abs=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(AnntError, match="lr_schedule"):
         make_recipe("mnist_a", lr_schedule="linear")
 
 

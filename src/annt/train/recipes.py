@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from annt.errors import AnntError
 
 
 class Recipe(BaseModel):
@@ -42,4 +44,9 @@ def make_recipe(model_name: str, **overrides) -> Recipe:
         # keep the step schedule proportional when only the epoch count changes
         scale = base["epochs"] / default_recipe(model_name).epochs
         base["lr_milestones"] = [max(1, round(m * scale)) for m in default_recipe(model_name).lr_milestones]
-    return Recipe(**base)
+    try:
+        return Recipe(**base)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise AnntError(f"bad training setting {field}={err.get('input')!r}: {err['msg']}") from None
