@@ -3,7 +3,7 @@
     python scripts/build_zoo.py NAME=RUN_DIR [NAME=RUN_DIR ...]
 
 e.g. ``mnist_a@1bit=runs/zoo-mnist/mnist_a-1``. Each entry records model, bitwidth, dataset,
-validation/test accuracy, epochs and the sha256 that ``zoo:NAME`` loading verifies.
+validation/test accuracy, best epoch and epochs run, warm-start source and the sha256 that ``zoo:NAME`` loading verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ from annt.store.hashing import file_digest
 ZOO = Path(__file__).resolve().parents[1] / "src" / "annt" / "zoo"
 
 
+def _epochs_trained(run_dir: Path) -> int:
+    """Epochs actually run (the sidecar's ``epochs`` is the best epoch, not the run's length)."""
+    metrics = run_dir / "metrics.jsonl"
+    return sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.exists() else 0
+
+
 def main(pairs: list[str]) -> None:
     manifest_path = ZOO / "manifest.json"
     entries = {e["name"]: e for e in json.loads(manifest_path.read_text())["models"]} if manifest_path.exists() else {}
@@ -34,10 +40,13 @@ def main(pairs: list[str]) -> None:
             shutil.copy2(best / f, folder / f)
         entries[name] = {
             "name": name, "path": folder.name, "model": meta["model"], "bits": meta["bits"],
-            "bits_tag": meta.get("bits_tag"), "dataset": meta["dataset"], "epochs": meta["epochs"],
+            "bits_tag": meta.get("bits_tag"), "dataset": meta["dataset"],
+            "best_epoch": meta["epochs"], "epochs_trained": _epochs_trained(Path(run_dir)),
             "seed": meta["seed"], "validation_accuracy": round(meta["validation_accuracy"], 4),
             "test_accuracy": round(meta["test_accuracy"], 4), "sha256": file_digest(folder / WEIGHTS),
         }
+        if "init_from" in meta:
+            entries[name]["init_from"] = meta["init_from"]["checkpoint"]
         print(json.dumps(entries[name]))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
 

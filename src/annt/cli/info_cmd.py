@@ -37,5 +37,6 @@ def _zoo(args: argparse.Namespace) -> int:
     if not entries:
         print("no bundled models")
     for e in entries:
-        print(f"zoo:{e['name']:22s} {e['dataset']:8s} bits={e['bits']:8s} test_accuracy={e['test_accuracy']:.4f}")
+        print(f"zoo:{e['name']:22s} {e['dataset']:8s} bits={e['bits']:8s} test_accuracy={e['test_accuracy']:.4f}"
+              f" epochs={e.get('epochs_trained', '?')}")
     return 0

@@ -169,12 +169,12 @@ def transfer_matrices(rows: Sequence[dict[str, Any]]) -> list[Matrix]:
 
 def models_table(models: Sequence[dict[str, Any]]) -> Table:
     """Clean test accuracy of every model of the study (trained or loaded)."""
-    header = ["dataset", "model", "bits", "origin", "test accuracy", "epochs", "checkpoint"]
+    header = ["dataset", "model", "bits", "origin", "test accuracy", "best epoch", "checkpoint"]
     ordered = sorted(models, key=lambda m: (m["dataset"], m["model"], bits_order(m["bits_tag"])))
     rows = [[m["dataset"], m["model"], bits_label(m["bits_tag"]), m["origin"],
              "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}",
              str(m["epochs"] or "-"), f"`{m['checkpoint']}`"] for m in ordered]
     csv_rows = [[m["dataset"], m["model"], m["bits_tag"], m["origin"], m["test_accuracy"], m["epochs"],
                  m["checkpoint"], m["sha256"]] for m in ordered]
-    return Table("Models", header, rows, ["dataset", "model", "bits", "origin", "test_accuracy", "epochs",
+    return Table("Models", header, rows, ["dataset", "model", "bits", "origin", "test_accuracy", "best_epoch",
                                           "checkpoint", "sha256"], csv_rows)
