@@ -193,3 +193,8 @@ def test_training_with_a_teacher_records_it_and_needs_one(trained, tmp_path):
     with pytest.raises(AnntError, match="teacher"):
         fit(create_model("mnist_a", "2"), None, None, make_recipe("mnist_a", distill_weight=0.5),  # type: ignore[arg-type]
             tmp_path / "x", {})
+
+
+def test_resume_with_other_settings_names_them(trained):
+    with pytest.raises(AnntError, match=r"lr was 0\.001, now 0\.5"):
+        train_model("mnist_a", "embedded", "1", trained, **{**TRAIN_ARGS, "epochs": 3}, lr=0.5)

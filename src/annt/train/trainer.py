@@ -131,9 +131,14 @@ def fit(
         # through Recipe so that runs saved before a field existed compare with its default
         saved_recipe = {k: v for k, v in Recipe(**info["config"]["recipe"]).model_dump().items() if k != "epochs"}
         now_recipe = {k: v for k, v in recipe.model_dump().items() if k != "epochs"}
-        if saved != now or saved_recipe != now_recipe:
+        if saved != now:
+            raise AnntError(f"{out} holds a different training run ({saved}); use another --out folder")
+        differ = [k for k in now_recipe if saved_recipe.get(k) != now_recipe[k]]
+        if differ:
+            what = "; ".join(f"{k} was {saved_recipe.get(k)!r}, now {now_recipe[k]!r}" for k in differ)
             raise AnntError(
-                f"{out} holds a different training run ({saved}); use another --out folder"
+                f"{out} was trained with other settings ({what}): pass the saved values to resume"
+                " (only --epochs may change), or use another --out folder"
             )
         model.load_state_dict(load_state(last))
         history, best_val = info["history"], info["best_val"]
