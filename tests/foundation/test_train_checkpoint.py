@@ -147,15 +147,17 @@ def test_cli_errors_are_single_lines(tmp_path):
 
 
 def test_learning_rate_schedules():
-    from annt.train.recipes import make_recipe
+    from annt.train.recipes import checked_recipe, make_recipe
     from annt.train.trainer import _lr_at
 
     step = make_recipe("mnist_a", lr=1.0, epochs=10, lr_milestones=[4, 8])
     assert [_lr_at(step, e) for e in (0, 3.9, 4, 8)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
     cosine = make_recipe("mnist_a", lr=2.0, epochs=10, lr_schedule="cosine")
     assert [_lr_at(cosine, e) for e in (0, 5, 10)] == pytest.approx([2.0, 1.0, 0.0], abs=1e-12)
-    with pytest.raises(AnntError, match="lr_schedule"):
+    with pytest.raises(ValueError):
         make_recipe("mnist_a", lr_schedule="linear")
+    with pytest.raises(AnntError, match="lr_schedule"):
+        checked_recipe("mnist_a", lr_schedule="linear")
 
 
 def test_init_from_starts_at_the_checkpoint_weights_any_bitwidth(trained, tmp_path):

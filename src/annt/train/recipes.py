@@ -44,8 +44,13 @@ def make_recipe(model_name: str, **overrides) -> Recipe:
         # keep the step schedule proportional when only the epoch count changes
         scale = base["epochs"] / default_recipe(model_name).epochs
         base["lr_milestones"] = [max(1, round(m * scale)) for m in default_recipe(model_name).lr_milestones]
+    return Recipe(**base)
+
+
+def checked_recipe(model_name: str, **overrides) -> Recipe:
+    """``make_recipe`` for command-line use: an invalid setting is a one-line ``AnntError``."""
     try:
-        return Recipe(**base)
+        return make_recipe(model_name, **overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])

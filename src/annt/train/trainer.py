@@ -28,7 +28,7 @@ from annt.models.inference import accuracy
 from annt.quant.bits import parse_bits
 from annt.store.atomic import atomic_write_text
 from annt.store.checkpoint import read_meta, save_checkpoint
-from annt.train.recipes import Recipe, make_recipe
+from annt.train.recipes import Recipe, checked_recipe
 from annt.train.state import has_train_state, load_train_state, save_train_state
 
 
@@ -263,7 +263,7 @@ def train_model(
     spec = parse_bits(bits)
     if teacher is not None and recipe_overrides.get("distill_weight") is None:
         recipe_overrides["distill_weight"] = 0.5
-    recipe = make_recipe(model_name, epochs=epochs, **recipe_overrides)
+    recipe = checked_recipe(model_name, epochs=epochs, **recipe_overrides)
     info = dataset_info(dataset)
     train_set = load_dataset(dataset, "train", data_dir, validation_size=recipe.validation_size, seed=seed)
     val_set = load_dataset(dataset, "validation", data_dir, validation_size=recipe.validation_size, seed=seed)
