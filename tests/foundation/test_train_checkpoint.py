@@ -200,3 +200,20 @@ def test_training_with_a_teacher_records_it_and_needs_one(trained, tmp_path):
 def test_resume_with_other_settings_names_them(trained):
     with pytest.raises(AnntError, match=r"lr was 0\.001, now 0\.5"):
         train_model("mnist_a", "embedded", "1", trained, **{**TRAIN_ARGS, "epochs": 3}, lr=0.5)
+
+
+def test_init_from_fp_resnet_into_quantized_resnet_keeps_extra_layers_fresh(tmp_path):
+    """The quantized ResNet has one extra BN per block; shared tensors are copied, those are listed."""
+    from annt.train.trainer import _warm_start
+
+    geometry = dict(in_channels=3, num_classes=10, image_size=32)
+    fp = create_model("resnet20", "fp", **geometry)
+    save_checkpoint(tmp_path / "fp", fp, {"model": "resnet20", "bits": "32,32,32", "dataset": "cifar10",
+                                          "geometry": {"channels": 3, "image_size": 32, "num_classes": 10}})
+    q = create_model("resnet20", "2", **geometry)
+    info = _warm_start(q, "resnet20", tmp_path / "fp")
+    assert torch.equal(q.conv0.weight, fp.conv0.weight)
+    assert info["kept_fresh"] and all(".bn2." in k for k in info["kept_fresh"])
+    assert info["not_used"] == []
+    with pytest.raises(AnntError, match="size mismatch"):
+        _warm_start(create_model("resnet20", "fp", **{**geometry, "num_classes": 5}), "resnet20", tmp_path / "fp")

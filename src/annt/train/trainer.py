@@ -224,17 +224,23 @@ def _provenance(source: str | Path, trained: nn.Module) -> dict[str, Any]:
 
 
 def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[str, Any]:
-    """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar."""
+    """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar.
+
+    Bitwidths may differ, and so may the layer set (quantized ResNets carry an extra BN per
+    block): tensors present in both are copied, the rest keep their fresh initialisation and
+    are listed in the provenance. Shapes must match.
+    """
     trained = _load_trained(source)
     meta = trained.annt_meta  # type: ignore[attr-defined]
     if meta["model"] != model_name:
         raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
     try:
-        model.load_state_dict(trained.state_dict())
+        result = model.load_state_dict(trained.state_dict(), strict=False)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
-        raise AnntError(f"--init-from {source} does not fit {model_name} here: {first}") from None
-    return _provenance(source, trained)
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line] or ["shape mismatch"]
+        raise AnntError(f"--init-from {source} does not fit {model_name} here: {lines[0]}") from None
+    return {**_provenance(source, trained), "kept_fresh": sorted(result.missing_keys),
+            "not_used": sorted(result.unexpected_keys)}
 
 
 def train_model(
