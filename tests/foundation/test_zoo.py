@@ -38,3 +38,15 @@ def test_tampered_zoo_weights_are_refused(tmp_path):
         shutil.copytree(folder, tmp_path / "copy")
     with pytest.raises(AnntError, match="does not match"):
         load_state(tmp_path / "copy", expected_sha256="0" * 64)
+
+
+@pytest.mark.skipif(not ENTRIES, reason="no bundled models")
+@pytest.mark.parametrize("name", [e["name"] for e in ENTRIES])
+def test_every_zoo_entry_loads_hash_verified_as_its_manifest_says(name):
+    """Cheap for all entries (CIFAR accuracies are not re-measured here: 10,000 ResNet images each)."""
+    entry = zoo_entry(name)
+    model = annt.load(f"zoo:{name}")
+    meta = model.annt_meta
+    assert (meta["model"], meta["bits"], meta["dataset"]) == (entry["model"], entry["bits"], entry["dataset"])
+    assert meta["weights_sha256"] == entry["sha256"]
+    assert entry["epochs_trained"] >= entry["best_epoch"] >= 1
