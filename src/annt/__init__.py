@@ -17,11 +17,9 @@ __all__ = ["__version__", "load", "run"]
 
 def load(spec: str | Path, device: str = "cpu"):
     """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash-verified)."""
-    import torch
+    from annt.zoo import load_model
 
-    from annt.cli.common import load_model_arg
-
-    return load_model_arg(str(spec), torch.device(device))
+    return load_model(spec, device=device)
 
 
 def run(spec: Any, **kwargs: Any):

@@ -35,13 +35,9 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_model_arg(spec: str, device: torch.device) -> nn.Module:
     """A checkpoint folder, or ``zoo:NAME`` for a bundled model."""
-    from annt.store.checkpoint import load_checkpoint
+    from annt.zoo import load_model
 
-    if spec.startswith("zoo:"):
-        from annt.zoo import load_zoo_model
-
-        return load_zoo_model(spec[4:], device=device)
-    return load_checkpoint(spec, device=device)
+    return load_model(spec, device=device)
 
 
 def positive_int(text: str) -> int:

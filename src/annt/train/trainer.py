@@ -30,6 +30,7 @@ from annt.store.atomic import atomic_write_text
 from annt.store.checkpoint import read_meta, save_checkpoint
 from annt.train.recipes import Recipe, checked_recipe
 from annt.train.state import has_train_state, load_train_state, save_train_state
+from annt.zoo import load_model
 
 
 @dataclass
@@ -206,17 +207,6 @@ def fit(
     return history, best_val
 
 
-def _load_trained(source: str | Path) -> nn.Module:
-    """A checkpoint folder or ``zoo:NAME``, loaded and hash-checked."""
-    from annt.store.checkpoint import load_checkpoint
-
-    if str(source).startswith("zoo:"):
-        from annt.zoo import load_zoo_model
-
-        return load_zoo_model(str(source)[4:])
-    return load_checkpoint(source)
-
-
 def _provenance(source: str | Path, trained: nn.Module) -> dict[str, Any]:
     meta = trained.annt_meta  # type: ignore[attr-defined]
     return {"checkpoint": str(source), "model": meta["model"], "bits": meta["bits"],
@@ -230,7 +220,7 @@ def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[s
     block): tensors present in both are copied, the rest keep their fresh initialisation and
     are listed in the provenance. Shapes must match.
     """
-    trained = _load_trained(source)
+    trained = load_model(source)
     meta = trained.annt_meta  # type: ignore[attr-defined]
     if meta["model"] != model_name:
         raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
@@ -288,7 +278,7 @@ def train_model(
         meta["init_from"] = _warm_start(model, model_name, init_from)
     teacher_model = None
     if teacher is not None:
-        teacher_model = _load_trained(teacher)
+        teacher_model = load_model(teacher)
         meta["teacher"] = _provenance(teacher, teacher_model)
     out = Path(out_dir)
     history, best_val = fit(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,3 +41,12 @@ def load_zoo_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
         model = load_checkpoint(folder, device=device)
     model.annt_meta["zoo"] = name  # type: ignore[index]
     return model
+
+
+def load_model(spec: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash-verified)."""
+    from annt.store.checkpoint import load_checkpoint
+
+    if str(spec).startswith("zoo:"):
+        return load_zoo_model(str(spec)[4:], device=device)
+    return load_checkpoint(spec, device=device)
