@@ -121,3 +121,15 @@ def test_given_checkpoint_is_used_not_trained(tmp_path):
     assert models[0]["origin"] == "checkpoint" and models[0]["checkpoint"] == str(ckpt.resolve())
     assert not (tmp_path / "out" / "models").exists()
     assert len(read_results(tmp_path / "out")) == 1
+
+
+def test_zoo_checkpoint_is_reported_by_its_zoo_name(tmp_path, data_dir):
+    """Reports say ``zoo:mnist_a@fp``, not the install path of the package's weights."""
+    spec = {
+        "datasets": "mnist", "data_dir": str(data_dir), "device": "cpu", "threads": 1, "samples": 4, "runs": 1,
+        "models": [{"name": "mnist_a", "bits": ["fp"], "checkpoints": {"fp": "zoo:mnist_a@fp"}}],
+        "attacks": [{"name": "fgsm"}], "report": {"enabled": False},
+    }
+    run_study(spec, out=tmp_path / "out", progress=False)
+    models = read_results(tmp_path / "out", "models")
+    assert models[0]["origin"] == "checkpoint" and models[0]["checkpoint"] == "zoo:mnist_a@fp"
