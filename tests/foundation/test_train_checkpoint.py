@@ -217,3 +217,40 @@ def test_init_from_fp_resnet_into_quantized_resnet_keeps_extra_layers_fresh(tmp_
     assert info["not_used"] == []
     with pytest.raises(AnntError, match="size mismatch"):
         _warm_start(create_model("resnet20", "fp", **{**geometry, "num_classes": 5}), "resnet20", tmp_path / "fp")
+
+
+def test_random_shift_moves_each_image_by_at_most_n_pixels():
+    """A shift by (dy, dx) with zero fill: each output is the input moved, never flipped or scaled."""
+    from annt.train.trainer import augment_batch, random_crop
+
+    x = torch.zeros(64, 1, 12, 12)
+    x[:, 0, 5, 6] = 1.0  # one bright pixel, far enough from the border to survive any shift by 2
+    gen = torch.Generator().manual_seed(0)
+    out = random_crop(x, gen, 2)
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    rows, cols = out[:, 0].amax(2).argmax(1), out[:, 0].amax(1).argmax(1)
+    assert set((rows - 5).tolist()) == set(range(-2, 3)) and set((cols - 6).tolist()) == set(range(-2, 3))
+    assert torch.equal(random_crop(x, gen, 0), x)
+    wide = torch.zeros(64, 1, 16, 30)
+    wide[:, 0, 8, 5] = 1.0  # shifted: column 1..9; mirrored and shifted: column 24 +- 4
+    cols = augment_batch(wide, torch.Generator().manual_seed(0))[:, 0].amax(1).argmax(1)
+    assert cols.min() >= 1 and cols.max() <= 28 and (cols <= 9).any() and (cols >= 20).any()
+    assert not ((cols > 9) & (cols < 20)).any()
+
+
+def test_dropout_and_shift_settings_train_and_are_recorded(tmp_path):
+    from annt.train import fit, make_recipe
+    from annt.train.trainer import _set_dropout
+
+    model = create_model("mnist_a", "1")
+    _set_dropout(model, 0.0)
+    assert model.dropout.p == 0.0
+    train_model("mnist_a", "embedded", "1", tmp_path / "run", epochs=1, train_limit=300, progress=False,
+                device="cpu", dropout=0.0, random_shift=1)
+    recipe = read_meta(tmp_path / "run" / "best")["recipe"]
+    assert recipe["dropout"] == 0.0 and recipe["random_shift"] == 1
+    with pytest.raises(AnntError, match="no dropout layer"):
+        fit(create_model("lenet5", "fp"), None, None, make_recipe("lenet5", dropout=0.1),  # type: ignore[arg-type]
+            tmp_path / "x", {}, device="cpu")
+    with pytest.raises(AnntError, match="random_shift"):
+        train_model("mnist_a", "embedded", "1", tmp_path / "bad", random_shift=-1, **TRAIN_ARGS)

@@ -37,7 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--momentum", type=float, default=None)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=None,
+        help="pad 4 + random crop + horizontal flip (the ResNet/CIFAR default; flips suit objects, not digits)",
+    )
+    p.add_argument(
+        "--random-shift", type=int, default=None, metavar="N",
+        help="augment by a random translation of up to N pixels, no flip (suits digits)",
+    )
+    p.add_argument(
+        "--dropout", type=float, default=None,
+        help="training dropout rate (default: the model's own, 0.5 for Mnist A/B/C)",
+    )
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument(
@@ -72,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones,
         lr_schedule=args.lr_schedule, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
-        augment=args.augment, validation_size=args.validation_size, init_from=args.init_from,
+        augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
+        validation_size=args.validation_size, init_from=args.init_from,
         teacher=args.teacher, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     print(json.dumps({

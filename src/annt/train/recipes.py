@@ -22,7 +22,9 @@ class Recipe(BaseModel):
     lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
     distill_weight: float = Field(0.0, ge=0, le=1)  # share of the loss from a teacher's soft labels
     distill_temperature: float = Field(4.0, gt=0)
-    augment: bool = False  # pad 4 + random crop + horizontal flip
+    augment: bool = False  # pad 4 + random crop + horizontal flip (CIFAR; flips are wrong for digits)
+    random_shift: int = Field(0, ge=0, le=8)  # random translation by up to N pixels, zero fill, no flip
+    dropout: float | None = Field(None, ge=0, lt=1)  # training dropout rate; None: the model's own
     validation_size: int | None = None
 
 

@@ -47,18 +47,32 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Pad 4 (zeros) + random 32x32 crop + random horizontal flip, batched."""
+def random_crop(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """Zero-pad by ``pad`` and crop back to the input size at a random offset: a random shift."""
     n, _, h, w = x.shape
-    padded = F.pad(x, (4, 4, 4, 4))
-    dy = torch.randint(0, 9, (n,), generator=gen)
-    dx = torch.randint(0, 9, (n,), generator=gen)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     rows = (dy[:, None] + torch.arange(h)[None]).to(x.device)  # [n, h]
     cols = (dx[:, None] + torch.arange(w)[None]).to(x.device)  # [n, w]
     idx_n = torch.arange(n, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    return padded.permute(0, 2, 3, 1)[idx_n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Pad 4 (zeros) + random crop to the input size + random horizontal flip, batched."""
+    out = random_crop(x, gen, 4)
+    flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def _set_dropout(model: nn.Module, rate: float) -> None:
+    """Training-time dropout rate of every ``nn.Dropout`` (inference never uses dropout)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    if not layers:
+        raise AnntError(f"dropout={rate} was set but {type(model).__name__} has no dropout layer")
+    for layer in layers:
+        layer.p = rate
 
 
 def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -144,6 +158,8 @@ def fit(
         model.load_state_dict(load_state(last))
         history, best_val = info["history"], info["best_val"]
     start = len(history)
+    if recipe.dropout is not None:
+        _set_dropout(model, recipe.dropout)
     regularizer = getattr(model, "regularization_loss", None)
     if recipe.distill_weight > 0:
         if teacher is None:
@@ -169,6 +185,8 @@ def fit(
             x, y = train_set.x[idx], train_set.y[idx]
             if recipe.augment:
                 x = augment_batch(x, gen)
+            if recipe.random_shift:
+                x = random_crop(x, gen, recipe.random_shift)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
