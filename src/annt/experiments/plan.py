@@ -36,7 +36,7 @@ class ModelSlot:
     train: TrainSettings
     recipe: dict[str, Any]
     spec_index: int
-    checkpoint_label: str | None = None  # as the spec wrote it (``zoo:NAME`` stays readable in reports)
+    zoo_name: str | None = None  # ``zoo:NAME`` as the spec wrote it: reports show it, not the install path
 
     @property
     def key(self) -> str:
@@ -178,7 +178,7 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
                 if slot_key in seen:
                     raise SpecError(source, f"{where}.bits[{j}]", f"{slot_key} appears twice in the study")
                 seen.add(slot_key)
-                path, label = None, None
+                path, zoo_name = None, None
                 if b in ckpts:
                     key = f"{where}.checkpoints.{b.tag}" if m.checkpoints else f"{where}.checkpoint"
                     try:
@@ -186,8 +186,8 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
                         _check_checkpoint(path, dataset, name, b)
                     except AnntError as exc:
                         raise _err(source, key, exc) from None
-                    label = ckpts[b] if ckpts[b].startswith("zoo:") else str(path)
-                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, label))
+                    zoo_name = ckpts[b] if ckpts[b].startswith("zoo:") else None
+                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name))
     return slots
 
 

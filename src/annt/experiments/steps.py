@@ -98,7 +98,7 @@ def model_cell(ctx: StudyContext, slot: ModelSlot) -> ModelHandle:
             test = ctx.test_sets[slot.dataset]
             acc = accuracy(model, test.x, test.y)
             meta = read_meta(folder)
-            row = {**_model_row(slot, "checkpoint", slot.checkpoint_label or str(folder), sha), "test_accuracy": acc,
+            row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha), "test_accuracy": acc,
                    "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
             return {"checkpoint": str(folder), "sha256": sha}, "models", row
 
