@@ -1,9 +1,13 @@
 """Copy trained best checkpoints into the bundled zoo and (re)write its hash manifest.
 
-    python scripts/build_zoo.py NAME=RUN_DIR [NAME=RUN_DIR ...]
+    python scripts/build_zoo.py [--provenance TEXT] NAME=RUN_DIR [NAME=RUN_DIR ...]
 
 e.g. ``mnist_a@1bit=runs/zoo-mnist/mnist_a-1``. Each entry records model, bitwidth, dataset,
-validation/test accuracy, best epoch and epochs run, warm-start source and the sha256 that ``zoo:NAME`` loading verifies.
+validation/test accuracy, best epoch and epochs run, the training recipe, warm-start source,
+where it was trained (``--provenance``) and the sha256 that ``zoo:NAME`` loading verifies.
+A run trained without a test evaluation (``evaluate_test=False``, e.g. on a machine holding
+only the training files) is scored on the test set here and the score written to its sidecar;
+the checkpoint itself was chosen on the validation split, never on the test set.
 """
 
 from __future__ import annotations
@@ -26,14 +30,35 @@ def _epochs_trained(run_dir: Path) -> int:
     return sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.exists() else 0
 
 
-def main(pairs: list[str]) -> None:
+def _with_test_accuracy(best: Path) -> dict:
+    """The best checkpoint's sidecar, scored on the test split first if it has no score yet."""
+    meta = read_meta(best)
+    if meta.get("test_accuracy") is None:
+        from annt.data import load_dataset
+        from annt.models.inference import accuracy
+        from annt.store.checkpoint import save_checkpoint
+
+        model = load_checkpoint(best)
+        test = load_dataset(meta["dataset"], "test")
+        meta = {k: v for k, v in meta.items() if k not in ("annt_version", "weights_sha256")}
+        meta["test_accuracy"] = accuracy(model, test.x, test.y)
+        save_checkpoint(best, model, meta)
+        meta = read_meta(best)
+    return meta
+
+
+def main(argv: list[str]) -> None:
+    provenance = None
+    if argv[:1] == ["--provenance"]:
+        provenance, argv = argv[1], argv[2:]
+    pairs = argv
     manifest_path = ZOO / "manifest.json"
     entries = {e["name"]: e for e in json.loads(manifest_path.read_text())["models"]} if manifest_path.exists() else {}
     for pair in pairs:
         name, run_dir = pair.split("=", 1)
         best = Path(run_dir) / "best"
         load_checkpoint(best)  # verifies the weights against their sidecar
-        meta = read_meta(best)
+        meta = _with_test_accuracy(best)
         folder = ZOO / name.replace("@", "-")
         folder.mkdir(parents=True, exist_ok=True)
         for f in (WEIGHTS, SIDECAR):
@@ -44,9 +69,15 @@ def main(pairs: list[str]) -> None:
             "best_epoch": meta["epochs"], "epochs_trained": _epochs_trained(Path(run_dir)),
             "seed": meta["seed"], "validation_accuracy": round(meta["validation_accuracy"], 4),
             "test_accuracy": round(meta["test_accuracy"], 4), "sha256": file_digest(folder / WEIGHTS),
+            "recipe": meta.get("recipe"),
         }
+        if provenance:
+            entries[name]["provenance"] = provenance
         if "init_from" in meta:
-            entries[name]["init_from"] = meta["init_from"]["checkpoint"]
+            source = meta["init_from"]
+            # a zoo name can later point at other weights: the hash says which ones were used
+            sha = source.get("weights_sha256")
+            entries[name]["init_from"] = f"{source['checkpoint']} (sha256 {sha[:12]})" if sha else source["checkpoint"]
         print(json.dumps(entries[name]))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
 

@@ -254,3 +254,55 @@ def test_dropout_and_shift_settings_train_and_are_recorded(tmp_path):
             tmp_path / "x", {}, device="cpu")
     with pytest.raises(AnntError, match="random_shift"):
         train_model("mnist_a", "embedded", "1", tmp_path / "bad", random_shift=-1, **TRAIN_ARGS)
+
+
+def test_warmup_nesterov_and_label_smoothing_settings():
+    from annt.train.recipes import checked_recipe, make_recipe
+    from annt.train.trainer import _lr_at, _optimizer
+
+    warm = make_recipe("mnist_a", lr=1.0, epochs=10, warmup_epochs=2, lr_schedule="cosine")
+    assert _lr_at(warm, 1.0) == pytest.approx(0.5, abs=1e-3)  # linear ramp
+    assert [_lr_at(warm, e) for e in (2, 6, 10)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)  # cosine after it
+    assert 0 < _lr_at(warm, 0) < 1e-3  # the first step is small but not zero
+    step = make_recipe("mnist_a", lr=1.0, epochs=10, warmup_epochs=1, lr_milestones=[5])
+    assert [_lr_at(step, e) for e in (0.5, 1, 5)] == pytest.approx([0.5, 1.0, 0.1], abs=2e-3)
+    model = create_model("mnist_a", "fp")
+    sgd = _optimizer(model, make_recipe("resnet20", nesterov=True))
+    assert sgd.param_groups[0]["nesterov"] is True
+    with pytest.raises(AnntError, match="nesterov"):
+        _optimizer(model, make_recipe("mnist_a", nesterov=True))  # adam
+    with pytest.raises(AnntError, match="label_smoothing"):
+        checked_recipe("mnist_a", label_smoothing=1.5)
+
+
+def test_label_smoothing_changes_the_loss_and_is_recorded(tmp_path):
+    train_model("mnist_a", "embedded", "fp", tmp_path / "ls", epochs=1, train_limit=200, progress=False,
+                device="cpu", label_smoothing=0.2, warmup_epochs=0.5)
+    plain = train_model("mnist_a", "embedded", "fp", tmp_path / "plain", epochs=1, train_limit=200,
+                        progress=False, device="cpu")
+    meta = read_meta(tmp_path / "ls" / "best")
+    assert meta["recipe"]["label_smoothing"] == 0.2 and meta["recipe"]["warmup_epochs"] == 0.5
+    smoothed = json.loads((tmp_path / "ls" / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    assert smoothed != plain.history[0]["loss"]
+
+
+def test_resume_of_a_warm_started_run_does_not_need_the_source(trained, tmp_path):
+    import shutil
+
+    source = tmp_path / "src"
+    shutil.copytree(trained / "best", source)
+    run = tmp_path / "ft"
+    train_model("mnist_a", "embedded", "2", run, epochs=1, train_limit=200, progress=False, device="cpu",
+                init_from=source)
+    sha = read_meta(run / "last")["init_from"]["weights_sha256"]
+    shutil.rmtree(source)  # gone, as on a fresh machine
+    result = train_model("mnist_a", "embedded", "2", run, epochs=2, train_limit=200, progress=False,
+                         device="cpu", init_from=source)
+    assert result.epochs == 2 and read_meta(run / "last")["init_from"]["weights_sha256"] == sha
+
+
+def test_training_without_test_evaluation_records_nan(tmp_path):
+    result = train_model("mnist_a", "embedded", "fp", tmp_path / "r", epochs=1, train_limit=100,
+                         progress=False, device="cpu", evaluate_test=False)
+    assert result.test_accuracy != result.test_accuracy  # NaN
+    assert "test_accuracy" not in read_meta(tmp_path / "r" / "best")

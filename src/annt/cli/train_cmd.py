@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr-schedule", choices=("step", "cosine"), default=None,
         help="step (x0.1 at each milestone) or cosine (per batch, from --lr down to 0)",
     )
+    p.add_argument(
+        "--warmup-epochs", type=float, default=None, metavar="E",
+        help="linear learning-rate warm-up over the first E epochs (fractions allowed)",
+    )
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum (sgd)")
+    p.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (0..1)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
     p.add_argument("--weight-decay", type=float, default=None)
@@ -81,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         info.name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
         data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
         train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones,
-        lr_schedule=args.lr_schedule, batch_size=args.batch_size,
+        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs, nesterov=args.nesterov,
+        label_smoothing=args.label_smoothing, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
         validation_size=args.validation_size, init_from=args.init_from,

@@ -20,6 +20,9 @@ class Recipe(BaseModel):
     epochs: int = Field(10, ge=1)
     lr_milestones: list[int] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
     lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
+    warmup_epochs: float = Field(0.0, ge=0)  # linear ramp from 0 to lr (per batch) before the schedule
+    nesterov: bool = False  # Nesterov momentum (SGD only)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross-entropy against smoothed one-hot labels
     distill_weight: float = Field(0.0, ge=0, le=1)  # share of the loss from a teacher's soft labels
     distill_temperature: float = Field(4.0, gt=0)
     augment: bool = False  # pad 4 + random crop + horizontal flip (CIFAR; flips are wrong for digits)

@@ -84,15 +84,37 @@ def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         {"params": rest, "weight_decay": 0.0},
     ]
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+        if recipe.nesterov and recipe.momentum <= 0:
+            raise AnntError("nesterov needs momentum > 0 (e.g. --momentum 0.9)")
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
+    if recipe.nesterov:
+        raise AnntError("nesterov applies to the sgd optimizer only")
     return torch.optim.Adam(groups, lr=recipe.lr)
 
 
 def _lr_at(recipe: Recipe, epoch: float) -> float:
-    """Learning rate at a (fractional) epoch: step decay x0.1 at each milestone, or cosine to 0."""
+    """Learning rate at a (fractional) epoch: an optional linear warm-up, then step decay x0.1 at
+    each milestone or a cosine from ``lr`` to 0 over the epochs after the warm-up."""
+    warm = min(recipe.warmup_epochs, recipe.epochs)
+    if epoch < warm:
+        return recipe.lr * (epoch + 1e-3) / warm  # never exactly 0: the first step still moves
     if recipe.lr_schedule == "cosine":
-        return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / recipe.epochs))
+        span = recipe.epochs - warm
+        return recipe.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - warm) / span)) if span > 0 else 0.0
     return recipe.lr * 0.1 ** sum(epoch >= m for m in recipe.lr_milestones)
+
+
+def _per_batch_lr(recipe: Recipe) -> bool:
+    """Cosine and warm-up change the rate every batch; the plain step schedule once per epoch."""
+    return recipe.lr_schedule == "cosine" or recipe.warmup_epochs > 0
+
+
+def _on_device(data: ImageSet, device: torch.device) -> ImageSet:
+    """Keep a whole split on an accelerator: batches are then gathered there, with no copies
+    from host memory per step (CPU runs keep the set where it is, so results are unchanged)."""
+    if device.type == "cpu":
+        return data
+    return ImageSet(data.x.to(device), data.y.to(device), data.index, data.classes)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -165,6 +187,7 @@ def fit(
         if teacher is None:
             raise AnntError("distill_weight > 0 needs a teacher model (--teacher CHECKPOINT)")
         teacher = teacher.to(device).eval()
+    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
     n = len(train_set)
     for epoch in range(start, recipe.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -173,13 +196,16 @@ def fit(
         model.train()
         order = torch.randperm(n, generator=gen)
         tic = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # running sums stay on the device: no host synchronisation per step
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         bar = tqdm(
             range(0, n, recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
             disable=not progress, leave=False, unit="batch",
         )
-        for start_i in bar:
-            if recipe.lr_schedule == "cosine":
+        for step, start_i in enumerate(bar):
+            if _per_batch_lr(recipe):
                 _set_lr(optimizer, _lr_at(recipe, epoch + start_i / n))
             idx = order[start_i : start_i + recipe.batch_size]
             x, y = train_set.x[idx], train_set.y[idx]
@@ -189,7 +215,7 @@ def fit(
                 x = random_crop(x, gen, recipe.random_shift)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             if recipe.distill_weight > 0:
                 with torch.no_grad():
                     soft = teacher(x)  # type: ignore[misc]
@@ -201,14 +227,17 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
+            if progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tic
         val_acc = accuracy(model, val_set.x, val_set.y)
         record = {
-            "epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "epoch": epoch + 1, "lr": lr, "loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
             "validation_accuracy": val_acc, "seconds": round(seconds, 3),
             "images_per_s": round(seen / seconds, 1),
         }
@@ -265,6 +294,7 @@ def train_model(
     train_limit: int | None = None,
     init_from: str | Path | None = None,
     teacher: str | Path | None = None,
+    evaluate_test: bool = True,
     **recipe_overrides: Any,
 ) -> TrainResult:
     """Train a registered model on a named dataset; the CLI's ``annt train``.
@@ -273,6 +303,8 @@ def train_model(
     starts from trained weights instead of random ones: quantization-aware fine-tuning.
     ``teacher`` (same forms, any model on the same dataset) supplies soft labels; it is used
     with ``distill_weight`` (0.5 when a teacher is given and the weight is not).
+    ``evaluate_test=False`` skips the final test-set evaluation (``test_accuracy`` is then NaN):
+    for machines that hold only the training files, the test score is taken elsewhere later.
     """
     spec = parse_bits(bits)
     if teacher is not None and recipe_overrides.get("distill_weight") is None:
@@ -292,16 +324,22 @@ def train_model(
         "geometry": {"channels": channels, "image_size": size, "num_classes": num_classes},
         "recipe": recipe.model_dump(),
     }
+    out = Path(out_dir)
     if init_from is not None:
-        meta["init_from"] = _warm_start(model, model_name, init_from)
+        if has_train_state(out / "last"):
+            # resuming: the weights come from last/, so the source need not exist any more
+            meta["init_from"] = read_meta(out / "last").get("init_from", {"checkpoint": str(init_from)})
+        else:
+            meta["init_from"] = _warm_start(model, model_name, init_from)
     teacher_model = None
     if teacher is not None:
         teacher_model = load_model(teacher)
         meta["teacher"] = _provenance(teacher, teacher_model)
-    out = Path(out_dir)
     history, best_val = fit(
         model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress, teacher=teacher_model
     )
+    if not evaluate_test:
+        return TrainResult(out / "best", out / "last", best_val, float("nan"), len(history), history)
     from annt.store.checkpoint import load_checkpoint
 
     test_set = load_dataset(dataset, "test", data_dir)
