@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from annt.errors import AnntError
 from annt.experiments.attack_api import ParamError, validate_attack
+from annt.experiments.graph import Cell, study_cells
 from annt.experiments.spec import SpecError, StudySpec, TrainSettings, key_path
 from annt.quant.bits import BitSpec, parse_bits
 
@@ -80,14 +81,13 @@ class StudyPlan:
             and (mode == "all" or t.model == source.model)
         ]
 
+    def cells(self, *, report: bool | None = None) -> list[Cell]:
+        """The study's cells in serial order, each after its dependencies (see ``graph``)."""
+        return list(study_cells(self, report=report))
+
     def cell_count(self) -> int:
-        """Cells the study consists of (for the overall progress bar)."""
-        total = len(self.slots)
-        for slot in self.slots:
-            per_run = sum(1 + 1 + len(self.targets(slot)) for _ in self.attacks[slot.dataset])
-            total += per_run * self.spec.runs
-            total += sum(1 for a in self.attacks[slot.dataset] if a.progression)
-        return total
+        """Cells recorded in the database (the overall progress bar; the report is not one)."""
+        return sum(1 for c in study_cells(self, report=False))
 
 
 def _err(source: str, path: str, exc: Exception) -> SpecError:
@@ -262,7 +262,7 @@ def build_plan(
     spec_dir: Path | None = None,
 ) -> StudyPlan:
     """Check every name, parameter and file of ``spec``; nothing is written."""
-    from annt.cli.common import resolve_device
+    from annt.device import resolve_device
 
     datasets = []
     for i, d in enumerate(spec.datasets):
@@ -284,5 +284,5 @@ def build_plan(
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
     # where and how fast a study runs does not change what it computes
-    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads"}))[:16]
+    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"}))[:16]
     return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)

@@ -9,15 +9,15 @@ by :mod:`annt.experiments.checks` before any work starts. Every problem becomes 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from annt.errors import AnntError
 from annt.metrics.flags import FlagCriterion
+from annt.store.naming import slug  # noqa: F401  (re-exported: studies name files with it)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -116,6 +116,21 @@ class ReportSpec(_Strict):
     progression: ProgressionSpec = Field(default_factory=ProgressionSpec)
 
 
+class ExecutorSpec(_Strict):
+    """Where cells run (never part of a result): ``serial``, local ``processes`` or ``ray``."""
+
+    kind: Literal["serial", "processes", "ray"] = "serial"
+    workers: int | None = Field(None, ge=1, le=4096)
+    address: str = "local"  # ray: ``local`` starts one for the run, else ``HOST:PORT`` / ``auto``
+    gpus_per_cell: float = Field(1.0, gt=0, le=64)  # ray on CUDA: GPUs a cell asks for (0.25: 4 per GPU)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``executor: processes`` is ``executor: {kind: processes}``."""
+        return {"kind": value} if isinstance(value, str) else value
+
+
 class StudySpec(_Strict):
     """A grid of datasets x models x bitwidths x attacks x runs, direct and transfer."""
 
@@ -133,6 +148,7 @@ class StudySpec(_Strict):
     threads: int | None = Field(None, ge=1, le=1024)
     flag: FlagCriterion = Field(default_factory=FlagCriterion)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     _lists = field_validator("datasets", mode="before")(_as_list)
 
@@ -205,8 +221,3 @@ def load_spec(spec: str | Path | dict[str, Any] | StudySpec) -> tuple[StudySpec,
         path = Path(spec)
         return parse_spec(read_yaml(path), path.name), path.name
     return parse_spec(spec), "study spec"
-
-
-def slug(text: str) -> str:
-    """File-name-safe form of a label or model name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
