@@ -12,8 +12,14 @@ from .helpers import CELLS, SPEC, dump
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory) -> dict:
+def reference_dir(tmp_path_factory) -> Path:
+    """The output folder of a serial run (copy it before writing to it)."""
     out: Path = tmp_path_factory.mktemp("serial") / "out"
     result = run_study(SPEC, out=out, progress=False)
     assert result.computed == CELLS and result.reused == 0
-    return dump(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference(reference_dir) -> dict:
+    return dump(reference_dir)

@@ -19,7 +19,7 @@ SPEC = {
     "name": "engine",
     "datasets": ["mnist-embedded"],
     "models": [{"name": "lenet5", "bits": ["fp", 1],
-                "train": {"epochs": 1, "train_limit": 640, "validation_size": 200}}],
+                "train": {"epochs": 1, "train_limit": 256, "validation_size": 100, "batch_size": 64}}],
     "attacks": [{"name": "fgsm", "params": {"eps": 0.1}, "batch_size": 10},
                 {"name": "uap", "params": {"xi": 0.1, "attacker_eps": 0.02, "max_iter": 2}}],
     "samples": 20,
@@ -46,9 +46,9 @@ def dump(out: Path) -> dict[str, list[tuple]]:
     for table in TABLES:
         found = [dict(r) for r in con.execute(f"SELECT * FROM {table}")]
         rows[table] = sorted(
-            tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v)
-                  for k, v in sorted(r.items()) if k not in VOLATILE)
-            for r in found
+            (tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v)
+                   for k, v in sorted(r.items()) if k not in VOLATILE) for r in found),
+            key=lambda row: dict(row)["cell"],
         )
     rows["cells"] = sorted(tuple(r) for r in con.execute("SELECT hash, kind, key, outputs FROM cells"))
     con.close()
@@ -95,6 +95,18 @@ def children(pid: int) -> list[int]:
             continue
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(stat.parent.name))
+    return found
+
+
+def workers(pid: int) -> list[int]:
+    """The spawned pool workers among the children of ``pid`` (not multiprocessing's tracker)."""
+    found = []
+    for child in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except OSError:
+            continue
     return found
 
 

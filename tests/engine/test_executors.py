@@ -10,7 +10,7 @@ import pytest
 
 from annt.experiments import run_study
 
-from .helpers import CELLS, SPEC, alive, children, count_cells, dump, start, wait_for, write_spec
+from .helpers import CELLS, SPEC, alive, count_cells, dump, start, wait_for, workers, write_spec
 
 
 def test_processes_give_the_serial_rows(tmp_path, reference):
@@ -22,25 +22,42 @@ def test_processes_give_the_serial_rows(tmp_path, reference):
 
 
 @pytest.mark.slow
-def test_kill_driver_then_worker_and_resume(tmp_path, reference):
+def test_kill_worker_then_driver_and_resume(tmp_path, reference):
+    """kill -9 of a worker (its cell is redone), of the driver (workers exit, lock taken over)."""
     spec, out = write_spec(tmp_path), tmp_path / "out"
-    # 1. kill -9 the driver while its workers compute: the workers exit, nothing is half-recorded
     proc = start(spec, out, "--workers", "2")
-    wait_for(lambda: count_cells(out) >= 1 and len(children(proc.pid)) >= 2, proc, what="a first cell")
-    workers = children(proc.pid)
+    wait_for(lambda: len(workers(proc.pid)) == 2, proc, what="two workers")
+    time.sleep(2)  # both are training now (the first cells)
+    os.kill(workers(proc.pid)[0], signal.SIGKILL)
+    wait_for(lambda: count_cells(out) >= 3, proc, what="cells after the lost worker")
+    pool = workers(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = count_cells(out)
-    assert 1 <= first < CELLS
+    assert 3 <= first < CELLS
     deadline = time.monotonic() + 20
-    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+    while any(alive(w) for w in pool) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(alive(w) for w in workers), "orphaned workers kept running"
-    # 2. resume, and kill -9 one worker in the middle: its cell is resubmitted to a new worker
-    proc = start(spec, out, "--workers", "2")
-    wait_for(lambda: count_cells(out) > first and len(children(proc.pid)) >= 2, proc, what="resumed cells")
-    victim = max(children(proc.pid))
-    os.kill(victim, signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    assert not any(alive(w) for w in pool), "orphaned workers kept running"
+    again = start(spec, out, "--workers", "2")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()[-2000:]
+    assert f"taking over the stale lock of {out} (pid {proc.pid} " in err.decode()
+    assert dump(out) == reference
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_one_is_refused_nothing_lost(tmp_path, reference):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    runs = [start(spec, out, "--workers", "2"), start(spec, out)]
+    codes, errors = [], []
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        codes.append(proc.returncode)
+        errors.append(err.decode().strip())
+    assert sorted(codes) == [0, 1], errors
+    loser, winner = (1, 0) if codes[1] == 1 else (0, 1)
+    line = errors[loser]
+    assert line.startswith("annt: error:") and "\n" not in line, line
+    assert f"in use by another annt run (pid {runs[winner].pid} on " in line
     assert dump(out) == reference
