@@ -31,3 +31,20 @@ def worker_device(device: torch.device, worker: int) -> torch.device:
     if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
         return torch.device("cuda", worker % torch.cuda.device_count())
     return device
+
+
+CPU_BATCH = 100  # images per attack call on a CPU: small enough for steady progress bars
+GPU_BYTES_PER_VALUE = 4 * 512  # float32 x a generous factor for activations, gradients, attack state
+
+
+def auto_batch(device: torch.device, values_per_image: int, images: int) -> int:
+    """Images per attack call: ``CPU_BATCH`` on a CPU; on a GPU as many as half its free memory holds.
+
+    The factor is deliberately pessimistic (iterative attacks keep several copies of the
+    batch); the result never exceeds ``images`` (the study's sample count).
+    """
+    if device.type != "cuda":
+        return CPU_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    fits = int(free * 0.5 // (values_per_image * GPU_BYTES_PER_VALUE))
+    return max(1, min(images, fits))

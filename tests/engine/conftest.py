@@ -23,3 +23,12 @@ def reference_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def reference(reference_dir) -> dict:
     return dump(reference_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance for the whole test session (starting one takes seconds)."""
+    ray = pytest.importorskip("ray", reason="pip install -e '.[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()

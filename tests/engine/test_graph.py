@@ -85,3 +85,11 @@ def test_store_takes_its_schema_from_the_experiments_layer(tmp_path):
         db.ensure_tables(TABLES)
         assert db.columns("results")[: 3] == ("dataset", "attack", "label")
         assert db.rows("results") == []
+
+
+def test_auto_batch_size_is_the_default_on_a_cpu():
+    spec = {**SPEC, "attacks": [{"name": "fgsm", "params": {"eps": 0.1}, "batch_size": "auto"}]}
+    plan = prepare(spec, out="/tmp/x", device="cpu")
+    assert plan.attacks["mnist-embedded"][0].chunk == 100
+    with pytest.raises(AnntError, match="batch_size"):
+        prepare({**SPEC, "attacks": [{"name": "fgsm", "batch_size": 0}]}, out="/tmp/x")

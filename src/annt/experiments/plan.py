@@ -200,7 +200,19 @@ def _dataset_name(name: str, source: str, where: str) -> str:
         raise _err(source, where, exc) from None
 
 
-def _attacks(spec: StudySpec, source: str, datasets: list[str]) -> dict[str, list[AttackConfig]]:
+def _batch(spec: StudySpec, given: int | str, dataset: str, device: torch.device) -> int:
+    """``batch_size: auto``: 100 images per call on a CPU, as many as fit on a GPU (see ``auto_batch``)."""
+    if given != "auto":
+        return int(given)
+    from annt.data import dataset_info
+    from annt.device import auto_batch
+
+    info = dataset_info(dataset)
+    return auto_batch(device, info.channels * info.image_size**2, spec.samples)
+
+
+def _attacks(spec: StudySpec, source: str, datasets: list[str],
+             device: torch.device | None = None) -> dict[str, list[AttackConfig]]:
     labels: dict[str, int] = {}
     out: dict[str, list[AttackConfig]] = {d: [] for d in datasets}
     for i, a in enumerate(spec.attacks):
@@ -227,7 +239,8 @@ def _attacks(spec: StudySpec, source: str, datasets: list[str]) -> dict[str, lis
             except AnntError as exc:
                 raise _err(source, f"{where}.name", exc) from None
             progression = _progression(spec, source, name, params, where)
-            out[dataset].append(AttackConfig(key, name, params, a.backend, a.batch_size, progression))
+            chunk = _batch(spec, a.batch_size, dataset, device or torch.device("cpu"))
+            out[dataset].append(AttackConfig(key, name, params, a.backend, chunk, progression))
     return out
 
 
@@ -274,12 +287,12 @@ def build_plan(
     for d in datasets:
         if not any(s.dataset == d for s in slots):
             raise SpecError(source, "models", f"no model is trained or loaded for dataset {d!r}")
-    attacks = _attacks(spec, source, datasets)
     wanted = device or spec.device
     try:
         dev = resolve_device(None if wanted == "auto" else wanted)
     except AnntError as exc:
         raise _err(source, "device", exc) from None
+    attacks = _attacks(spec, source, datasets, dev)
     out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(source, "output", f"{out_dir} exists and is not a directory")

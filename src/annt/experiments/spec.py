@@ -86,7 +86,15 @@ class AttackSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backend: Literal["annt", "art"] = "annt"
-    batch_size: int = Field(100, ge=1, description="images per attack call (progress granularity)")
+    batch_size: int | Literal["auto"] = Field(
+        100, description="images per attack call; auto: 100 on a CPU, as many as fit on a GPU")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("Input should be greater than or equal to 1")
+        return value
 
     @property
     def key(self) -> str:
