@@ -170,27 +170,37 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
             bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
+        order = {cell.id: i for i, cell in enumerate(waiting)}
+        ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before: plan order
+
+        def promote() -> None:
+            """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored)."""
+            changed = True
+            while changed:
+                changed = False
+                for cell in [c for c in waiting if all(d in done for d in c.deps)]:
+                    waiting.remove(cell)
+                    key, h = book.identify(cell_key(plan, cell, done))
+                    outputs = book.finished(h)
+                    if outputs is None:
+                        ready.append((cell, key, h))
+                    else:
+                        done[cell.id] = Done(h, outputs)
+                        bar.update(1)
+                        changed = True
+            ready.sort(key=lambda item: order[item[0].id])
+
         try:
-            while (waiting and failure is None) or running:
+            while ((waiting or ready) and failure is None) or running:
                 if failure is None:
-                    for cell in list(waiting):
-                        if not all(d in done for d in cell.deps):
-                            continue
-                        key, h = book.identify(cell_key(plan, cell, done))
-                        outputs = book.finished(h)
-                        if outputs is not None:
-                            done[cell.id] = Done(h, outputs)
-                            waiting.remove(cell)
-                            bar.update(1)
-                            continue
-                        if len(running) >= executor.capacity:
-                            continue
-                        waiting.remove(cell)
+                    promote()
+                    while ready and len(running) < executor.capacity:
+                        cell, key, h = ready.pop(0)
                         bar.set_postfix_str(f"{cell.kind} {cell.label}")
                         task = Task(plan, cell, key, h, {d: done[d] for d in cell.deps}, executor.progress)
                         running[executor.submit(task)] = _Running(cell, task)
                 if not running:
-                    if waiting and failure is None:  # pragma: no cover - a cycle in the graph
+                    if (waiting or ready) and failure is None:  # pragma: no cover - a cycle in the graph
                         raise AnntError(f"cells {', '.join(c.id for c in waiting[:3])} can never start")
                     break
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
