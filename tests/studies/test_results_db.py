@@ -65,7 +65,9 @@ def test_not_a_database(tmp_path):
 
 
 def test_schema_is_plain_sqlite(tmp_path):
-    ResultsDB.in_dir(tmp_path).close()
+    from annt.experiments.schema import TABLES
+
+    ResultsDB.in_dir(tmp_path, tables=TABLES).close()
     con = sqlite3.connect(tmp_path / DB_NAME)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"cells", "studies", "study_cells", "models", "attack_sets", "results", "progressions"} <= tables

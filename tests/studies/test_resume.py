@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from annt.store.results import DB_NAME, TABLES
+from annt.experiments.schema import TABLES
+from annt.store.results import DB_NAME
 
 SPEC = {
     "name": "killme",

@@ -14,6 +14,7 @@ import annt.experiments.runner as runner
 from annt.cli.main import main
 from annt.errors import AnntError
 from annt.experiments import run_study
+from annt.experiments.schema import TABLES
 from annt.store.results import DB_NAME, ResultsDB
 
 BASE: dict[str, Any] = {
@@ -115,7 +116,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, float]]:
 def earlier_results(tmp_path: Path) -> Path:
     """An output directory holding results of an earlier study."""
     out = tmp_path / "out"
-    with ResultsDB.in_dir(out) as db:
+    with ResultsDB.in_dir(out, tables=TABLES) as db:
         db.start_study("earlier", "earlier", {"a": 1})
         db.complete("cell1", "model", {"k": 1}, {"checkpoint": "x"}, table="models",
                     row={"dataset": "mnist", "model": "mnist_a", "bits": "32,32,32", "bits_tag": "fp"},

@@ -7,7 +7,7 @@ import argparse
 import torch
 from torch import nn
 
-from annt.errors import AnntError
+from annt.device import resolve_device  # noqa: F401  (the commands' device parser)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -19,18 +19,6 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise AnntError(f"unknown device {name!r}: use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AnntError("device cuda requested but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 def load_model_arg(spec: str, device: torch.device) -> nn.Module:

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from annt.cli.common import add_data_dir, positive_int, resolve_device
+from annt.cli.common import add_data_dir, positive_int
+from annt.device import resolve_device
 from annt.errors import AnntError
 
 
@@ -19,6 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-report", action="store_true", help="skip writing the report at the end")
     p.add_argument("--check", action="store_true", help="only validate the spec (nothing is written)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="cells run at once (local processes unless --executor says otherwise)")
+    p.add_argument("--executor", choices=("serial", "processes", "ray"), default=None,
+                   help="where cells run (overrides the spec's `executor`)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to use (HOST:PORT, auto) or `local`")
+    p.add_argument("--wait", action="store_true",
+                   help="if another run holds the output folder, wait for it instead of stopping")
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("report", help="write report.md, tables (CSV) and figures (PNG) of a study directory")
@@ -41,13 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from annt.experiments import prepare, run_study
 
+    where = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
     if args.check:
-        plan = prepare(args.spec, out=args.out, device=args.device, threads=args.threads)
+        from annt.experiments.graph import count_kinds
+
+        plan = prepare(args.spec, out=args.out, device=args.device, threads=args.threads, **where)
+        cells = plan.cells(report=False if args.no_report else None)
         print(json.dumps({"spec": args.spec, "valid": True, "cells": plan.cell_count(),
-                          "output": str(plan.out_dir), "study": plan.study_id}))
+                          "by_kind": count_kinds(cells), "executor": plan.spec.executor.kind,
+                          "device": str(plan.device), "output": str(plan.out_dir), "study": plan.study_id}))
         return 0
     result = run_study(args.spec, out=args.out, device=args.device, threads=args.threads, progress=not args.quiet,
-                       report=False if args.no_report else None)
+                       report=False if args.no_report else None, wait=args.wait, **where)
     print(json.dumps({
         "output": str(result.out_dir), "study": result.study_id, "database": str(result.database),
         "report": str(result.report) if result.report else None, "cells_computed": result.computed,

@@ -41,12 +41,43 @@ class CellOutcome:
 
 
 class CellBook:
-    """Runs a cell unless the database says it finished; counts computed and reused cells."""
+    """The driver's view of the database: which cells finished, and recording new ones.
+
+    Only the driver holds a ``CellBook`` (the one writer of ``results.sqlite``); workers
+    compute cells and hand back their rows.
+    """
 
     def __init__(self, db: ResultsDB, study: str) -> None:
+        from annt.experiments.schema import TABLES
+
         self.db, self.study = db, study
+        db.ensure_tables(TABLES)
         self.computed = 0
         self.reused = 0
+
+    @staticmethod
+    def identify(key: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        """The full key and hash of a cell.
+
+        The ANNT version is part of every key: a new release recomputes rather than mixing
+        results of different attack or training code in one table.
+        """
+        full = {**key, "annt_version": __version__}
+        return full, cell_hash(full)
+
+    def finished(self, h: str) -> dict[str, Any] | None:
+        """The outputs of cell ``h`` when it finished before (linked to this study, counted)."""
+        done = self.db.cell_outputs(h)
+        if done is not None:
+            self.db.link(self.study, h)
+            self.reused += 1
+        return done
+
+    def record(self, h: str, kind: str, key: Mapping[str, Any], outputs: Mapping[str, Any], table: str | None,
+               row: Mapping[str, Any] | None, seconds: float | None) -> None:
+        """One transaction: the cell's typed row, its ``cells`` row and its link to the study."""
+        self.db.complete(h, kind, key, outputs, table=table, row=row, study=self.study, seconds=seconds)
+        self.computed += 1
 
     def run(
         self,
@@ -54,23 +85,12 @@ class CellBook:
         key: Mapping[str, Any],
         compute: Callable[[str], tuple[dict[str, Any], str | None, dict[str, Any] | None]],
     ) -> CellOutcome:
-        """``compute(hash) -> (outputs, table, row)`` writes its files; then one transaction records it.
-
-        The ANNT version is part of every key: a new release recomputes rather than mixing
-        results of different attack or training code in one table.
-        """
-        key = {**key, "annt_version": __version__}
-        h = cell_hash(key)
-        done = self.db.cell_outputs(h)
+        """``compute(hash) -> (outputs, table, row)`` writes its files unless the cell finished before."""
+        full, h = self.identify(key)
+        done = self.finished(h)
         if done is not None:
-            self.db.link(self.study, h)
-            self.reused += 1
             return CellOutcome(h, done, False)
         tic = time.perf_counter()
         outputs, table, row = compute(h)
-        self.db.complete(
-            h, kind, key, outputs, table=table, row=row, study=self.study,
-            seconds=time.perf_counter() - tic,
-        )
-        self.computed += 1
+        self.record(h, kind, full, outputs, table, row, time.perf_counter() - tic)
         return CellOutcome(h, outputs, True)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from annt.errors import AnntError
 from annt.experiments.attack_api import ParamError, validate_attack
+from annt.experiments.graph import Cell, study_cells
 from annt.experiments.spec import SpecError, StudySpec, TrainSettings, key_path
 from annt.quant.bits import BitSpec, parse_bits
 
@@ -80,14 +81,13 @@ class StudyPlan:
             and (mode == "all" or t.model == source.model)
         ]
 
+    def cells(self, *, report: bool | None = None) -> list[Cell]:
+        """The study's cells in serial order, each after its dependencies (see ``graph``)."""
+        return list(study_cells(self, report=report))
+
     def cell_count(self) -> int:
-        """Cells the study consists of (for the overall progress bar)."""
-        total = len(self.slots)
-        for slot in self.slots:
-            per_run = sum(1 + 1 + len(self.targets(slot)) for _ in self.attacks[slot.dataset])
-            total += per_run * self.spec.runs
-            total += sum(1 for a in self.attacks[slot.dataset] if a.progression)
-        return total
+        """Cells recorded in the database (the overall progress bar; the report is not one)."""
+        return sum(1 for c in study_cells(self, report=False))
 
 
 def _err(source: str, path: str, exc: Exception) -> SpecError:
@@ -200,7 +200,19 @@ def _dataset_name(name: str, source: str, where: str) -> str:
         raise _err(source, where, exc) from None
 
 
-def _attacks(spec: StudySpec, source: str, datasets: list[str]) -> dict[str, list[AttackConfig]]:
+def _batch(spec: StudySpec, given: int | str, dataset: str, device: torch.device) -> int:
+    """``batch_size: auto``: 100 images per call on a CPU, as many as fit on a GPU (see ``auto_batch``)."""
+    if given != "auto":
+        return int(given)
+    from annt.data import dataset_info
+    from annt.device import auto_batch
+
+    info = dataset_info(dataset)
+    return auto_batch(device, info.channels * info.image_size**2, spec.samples)
+
+
+def _attacks(spec: StudySpec, source: str, datasets: list[str],
+             device: torch.device | None = None) -> dict[str, list[AttackConfig]]:
     labels: dict[str, int] = {}
     out: dict[str, list[AttackConfig]] = {d: [] for d in datasets}
     for i, a in enumerate(spec.attacks):
@@ -227,7 +239,8 @@ def _attacks(spec: StudySpec, source: str, datasets: list[str]) -> dict[str, lis
             except AnntError as exc:
                 raise _err(source, f"{where}.name", exc) from None
             progression = _progression(spec, source, name, params, where)
-            out[dataset].append(AttackConfig(key, name, params, a.backend, a.batch_size, progression))
+            chunk = _batch(spec, a.batch_size, dataset, device or torch.device("cpu"))
+            out[dataset].append(AttackConfig(key, name, params, a.backend, chunk, progression))
     return out
 
 
@@ -262,7 +275,7 @@ def build_plan(
     spec_dir: Path | None = None,
 ) -> StudyPlan:
     """Check every name, parameter and file of ``spec``; nothing is written."""
-    from annt.cli.common import resolve_device
+    from annt.device import resolve_device
 
     datasets = []
     for i, d in enumerate(spec.datasets):
@@ -274,15 +287,15 @@ def build_plan(
     for d in datasets:
         if not any(s.dataset == d for s in slots):
             raise SpecError(source, "models", f"no model is trained or loaded for dataset {d!r}")
-    attacks = _attacks(spec, source, datasets)
     wanted = device or spec.device
     try:
         dev = resolve_device(None if wanted == "auto" else wanted)
     except AnntError as exc:
         raise _err(source, "device", exc) from None
+    attacks = _attacks(spec, source, datasets, dev)
     out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
     # where and how fast a study runs does not change what it computes
-    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads"}))[:16]
+    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"}))[:16]
     return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)

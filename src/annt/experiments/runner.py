@@ -1,8 +1,8 @@
-"""``run_study``: validate everything, then execute the study's cells in a fixed order.
+"""``run_study``: validate everything, lock the output folder, then walk the plan's cell graph.
 
-Order: every model (train or load), then per dataset, run, source model and attack: craft,
-evaluate directly, evaluate on each transfer target, and (once per source) the Boundary
-Attack progression. Finished cells are skipped, so re-running after any interruption,
+The driver takes the cells in the plan's order, starts each one whose dependencies have
+finished (as many at once as the executor runs), skips those the database already holds,
+and records each finished cell in one transaction. Re-running after any interruption,
 ``kill -9`` included, continues where the study stopped.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +22,12 @@ from tqdm.auto import tqdm
 from annt.data import ImageSet, load_dataset
 from annt.errors import AnntError
 from annt.experiments.cells import CellBook
+from annt.experiments.executors import Executor, make_executor
+from annt.experiments.graph import Cell
 from annt.experiments.plan import StudyPlan, build_plan
 from annt.experiments.spec import SpecError, StudySpec, load_spec
-from annt.experiments.steps import (
-    ModelHandle,
-    StudyContext,
-    craft_cell,
-    evaluate_cell,
-    model_cell,
-    progression_cell,
-)
+from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key
+from annt.store.lock import OutputLock
 from annt.store.results import DB_NAME, ResultsDB
 
 
@@ -53,15 +50,41 @@ def prepare(
     out: str | Path | None = None,
     device: str | None = None,
     threads: int | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> StudyPlan:
-    """Parse and check a spec (files, names, parameters, device) without writing anything."""
+    """Parse and check a spec (files, names, parameters, device) without writing anything.
+
+    ``executor`` / ``workers`` / ``ray_address`` override the spec's ``executor`` section;
+    ``workers`` alone means local processes.
+    """
     parsed, source = load_spec(spec)
     if threads is not None:
         if threads < 1:
             raise AnntError(f"threads must be at least 1, got {threads}")
         parsed = parsed.model_copy(update={"threads": threads})
+    parsed = _override_executor(parsed, executor, workers, ray_address)
     spec_dir = Path(spec).expanduser().resolve().parent if isinstance(spec, (str, Path)) else None
     return build_plan(parsed, source, out=out, device=device, spec_dir=spec_dir)
+
+
+def _override_executor(spec: StudySpec, kind: str | None, workers: int | None,
+                       address: str | None) -> StudySpec:
+    if kind is None and workers is None and address is None:
+        return spec
+    if workers is not None and workers < 1:
+        raise AnntError(f"workers must be at least 1, got {workers}")
+    current = spec.executor
+    if kind is None:
+        kind = "ray" if address is not None else ("processes" if current.kind == "serial" else current.kind)
+    if kind not in ("serial", "processes", "ray"):
+        raise AnntError(f"unknown executor {kind!r}: choose serial, processes or ray")
+    if address is not None and kind != "ray":
+        raise AnntError("--ray-address needs --executor ray")
+    update = {"kind": kind, "workers": workers if workers is not None else current.workers,
+              "address": address or current.address}
+    return spec.model_copy(update={"executor": current.model_copy(update=update)})
 
 
 def _test_sets(plan: StudyPlan) -> dict[str, ImageSet]:
@@ -94,48 +117,104 @@ def cpu_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def execute(plan: StudyPlan, test_sets: dict[str, ImageSet], *, progress: bool = True) -> tuple[int, int]:
-    """Run (or skip, when finished) every cell of ``plan``; returns (computed, reused)."""
+def execute(plan: StudyPlan, test_sets: dict[str, ImageSet] | None = None, *, progress: bool = True,
+            executor: Executor | None = None) -> tuple[int, int]:
+    """Run (or skip, when finished) every stored cell of ``plan``; returns (computed, reused)."""
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    with cpu_threads(plan.spec.threads):
-        return _execute(plan, test_sets, progress)
+    for name, images in (test_sets or {}).items():  # already loaded by the checks: reuse in this process
+        WORKSPACE.test_sets.setdefault((name, plan.spec.data_dir), images)
+    owned = executor is None
+    executor = executor or make_executor(plan, progress)
+    try:
+        if executor.name == "serial":
+            with cpu_threads(plan.spec.threads):
+                return _walk(plan, executor, progress)
+        return _walk(plan, executor, progress)
+    finally:
+        if owned:
+            executor.close()
 
 
-def _execute(plan: StudyPlan, test_sets: dict[str, ImageSet], progress: bool) -> tuple[int, int]:
+@dataclass
+class _Running:
+    cell: Cell
+    task: Task
+    attempts: int = 1
+
+
+MAX_ATTEMPTS = 3  # a cell whose worker dies this often stops the run (it would die again)
+
+
+def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int]:
     with ResultsDB.in_dir(plan.out_dir) as db:
         db.start_study(plan.study_id, plan.spec.name, plan.spec.model_dump(mode="json"))
         book = CellBook(db, plan.study_id)
-        ctx = StudyContext(plan, book, test_sets, progress)
-        bar = tqdm(total=plan.cell_count(), desc=plan.spec.name, unit="cell", disable=not progress)
+        waiting = plan.cells(report=False)
+        bar = tqdm(total=len(waiting), desc=plan.spec.name, unit="cell", disable=not progress)
+        done: dict[str, Done] = {}
+        running: dict[Future[Finished], _Running] = {}
+        failure: BaseException | None = None
 
-        def step(label: str) -> None:
-            bar.set_postfix_str(label, refresh=False)
+        def finish(future: Future[Finished], job: _Running) -> None:
+            nonlocal failure
+            try:
+                fin = future.result()
+            except BaseException as exc:
+                if executor.lost(exc) and job.attempts < MAX_ATTEMPTS and failure is None:
+                    running[executor.submit(job.task)] = _Running(job.cell, job.task, job.attempts + 1)
+                    return
+                failure = failure or exc
+                return
+            book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
+            done[job.cell.id] = Done(fin.hash, fin.outputs)
+            bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
-        handles: dict[str, ModelHandle] = {}
-        for slot in plan.slots:
-            bar.set_postfix_str(f"model {slot.key}")
-            handles[slot.key] = model_cell(ctx, slot)
-            step(f"model {slot.key}")
-        for dataset, attacks in plan.attacks.items():
-            for run in range(plan.spec.runs):
-                for slot in plan.sources(dataset):
-                    source = handles[slot.key]
-                    for attack in attacks:
-                        what = f"{attack.label} {slot.model}-{slot.bits.tag} run {run}"
-                        bar.set_postfix_str(f"craft {what}")
-                        adv = craft_cell(ctx, source, attack, run)
-                        step(f"craft {what}")
-                        evaluate_cell(ctx, adv, source)
-                        step(f"direct {what}")
-                        for target in plan.targets(slot):
-                            evaluate_cell(ctx, adv, handles[target.key])
-                            step(f"transfer {what} -> {target.bits.tag}")
-                        if run == 0 and attack.progression:
-                            bar.set_postfix_str(f"progression {what}")
-                            progression_cell(ctx, source, attack)
-                            step(f"progression {what}")
+        order = {cell.id: i for i, cell in enumerate(waiting)}
+        ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before: plan order
+
+        def promote() -> None:
+            """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored)."""
+            changed = True
+            while changed:
+                changed = False
+                for cell in [c for c in waiting if all(d in done for d in c.deps)]:
+                    waiting.remove(cell)
+                    key, h = book.identify(cell_key(plan, cell, done))
+                    outputs = book.finished(h)
+                    if outputs is None:
+                        ready.append((cell, key, h))
+                    else:
+                        done[cell.id] = Done(h, outputs)
+                        bar.update(1)
+                        changed = True
+            ready.sort(key=lambda item: order[item[0].id])
+
+        try:
+            while ((waiting or ready) and failure is None) or running:
+                if failure is None:
+                    promote()
+                    while ready and len(running) < executor.capacity:
+                        cell, key, h = ready.pop(0)
+                        bar.set_postfix_str(f"{cell.kind} {cell.label}")
+                        task = Task(plan, cell, key, h, {d: done[d] for d in cell.deps}, executor.progress)
+                        running[executor.submit(task)] = _Running(cell, task)
+                if not running:
+                    if (waiting or ready) and failure is None:  # pragma: no cover - a cycle in the graph
+                        raise AnntError(f"cells {', '.join(c.id for c in waiting[:3])} can never start")
+                    break
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    finish(future, running.pop(future))
+        except BaseException:  # Ctrl-C: keep what finished, stop the workers
+            for future in [f for f in running if f.done()]:
+                finish(future, running.pop(future))
+            executor.close(cancel=True)
+            bar.close()
+            raise
         bar.close()
+        if failure is not None:
+            raise failure
         db.finish_study(plan.study_id)
         return book.computed, book.reused
 
@@ -148,21 +227,30 @@ def run_study(
     threads: int | None = None,
     progress: bool = True,
     report: bool | None = None,
+    executor: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    wait: bool = False,
 ) -> StudyResult:
     """Run a study from a YAML path, a dict or a ``StudySpec``; resumes an interrupted one.
 
     ``out`` / ``device`` / ``threads`` override the spec's ``output`` / ``device`` /
-    ``threads``; ``report`` overrides ``report.enabled``. Every check happens before the output directory is touched.
+    ``threads``; ``report`` overrides ``report.enabled``; ``executor`` / ``workers`` /
+    ``ray_address`` choose where cells run. Every check happens before the output directory
+    is touched. The folder is locked for the run: a second run on it stops with an error
+    naming the holder, or with ``wait`` waits for it.
     """
     tic = time.perf_counter()
-    plan = prepare(spec, out=out, device=device, threads=threads)
+    plan = prepare(spec, out=out, device=device, threads=threads, executor=executor, workers=workers,
+                   ray_address=ray_address)
     test_sets = _test_sets(plan)
-    computed, reused = execute(plan, test_sets, progress=progress)
     report_path = None
-    if plan.spec.report.enabled if report is None else report:
-        from annt.report import write_report
+    with OutputLock(plan.out_dir, wait=wait):
+        computed, reused = execute(plan, test_sets, progress=progress)
+        if any(c.kind == "report" for c in plan.cells(report=report)):
+            from annt.report import write_report
 
-        report_path = write_report(plan.out_dir, study=plan.study_id, data_dir=plan.spec.data_dir,
-                                   grid_images=plan.spec.report.grid_images)
+            report_path = write_report(plan.out_dir, study=plan.study_id, data_dir=plan.spec.data_dir,
+                                       grid_images=plan.spec.report.grid_images)
     return StudyResult(plan.out_dir, plan.study_id, plan.out_dir / DB_NAME, report_path, computed, reused,
                        time.perf_counter() - tic)

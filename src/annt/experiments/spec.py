@@ -9,15 +9,15 @@ by :mod:`annt.experiments.checks` before any work starts. Every problem becomes 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from annt.errors import AnntError
 from annt.metrics.flags import FlagCriterion
+from annt.store.naming import slug  # noqa: F401  (re-exported: studies name files with it)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -86,7 +86,15 @@ class AttackSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backend: Literal["annt", "art"] = "annt"
-    batch_size: int = Field(100, ge=1, description="images per attack call (progress granularity)")
+    batch_size: int | Literal["auto"] = Field(
+        100, description="images per attack call; auto: 100 on a CPU, as many as fit on a GPU")
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("Input should be greater than or equal to 1")
+        return value
 
     @property
     def key(self) -> str:
@@ -116,6 +124,21 @@ class ReportSpec(_Strict):
     progression: ProgressionSpec = Field(default_factory=ProgressionSpec)
 
 
+class ExecutorSpec(_Strict):
+    """Where cells run (never part of a result): ``serial``, local ``processes`` or ``ray``."""
+
+    kind: Literal["serial", "processes", "ray"] = "serial"
+    workers: int | None = Field(None, ge=1, le=4096)
+    address: str = "local"  # ray: ``local`` starts one for the run, else ``HOST:PORT`` / ``auto``
+    gpus_per_cell: float = Field(1.0, gt=0, le=64)  # ray on CUDA: GPUs a cell asks for (0.25: 4 per GPU)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``executor: processes`` is ``executor: {kind: processes}``."""
+        return {"kind": value} if isinstance(value, str) else value
+
+
 class StudySpec(_Strict):
     """A grid of datasets x models x bitwidths x attacks x runs, direct and transfer."""
 
@@ -133,6 +156,7 @@ class StudySpec(_Strict):
     threads: int | None = Field(None, ge=1, le=1024)
     flag: FlagCriterion = Field(default_factory=FlagCriterion)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     _lists = field_validator("datasets", mode="before")(_as_list)
 
@@ -205,8 +229,3 @@ def load_spec(spec: str | Path | dict[str, Any] | StudySpec) -> tuple[StudySpec,
         path = Path(spec)
         return parse_spec(read_yaml(path), path.name), path.name
     return parse_spec(spec), "study spec"
-
-
-def slug(text: str) -> str:
-    """File-name-safe form of a label or model name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"

@@ -1,7 +1,9 @@
-"""The four kinds of study cells: model (train or load), craft, evaluate, progression.
+"""What each kind of study cell computes: its key (identity) and its files, row and outputs.
 
-Each ``*_cell`` function computes one cell's files under the output directory (atomically)
-and returns the outputs and database row that ``CellBook`` records in one transaction.
+``cell_key`` runs in the driver (it needs only the plan and the dependencies' results);
+``compute`` runs wherever the executor puts the cell (this process, a local worker process
+or a Ray worker): it reads models and sets from the output folder, writes its own files
+atomically and returns the outputs and database row, which the driver alone records.
 """
 
 from __future__ import annotations
@@ -16,115 +18,159 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from annt.data import ImageSet
+from annt.data import ImageSet, load_dataset
 from annt.data.sampling import sample_correct
 from annt.experiments.attack_api import UNIVERSAL, craft
-from annt.experiments.cells import CellBook, derive_seed
+from annt.experiments.cells import derive_seed
+from annt.experiments.graph import STORED_KIND, Cell, model_id
 from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
-from annt.experiments.spec import slug
 from annt.metrics import evaluate_set, match_clean
 from annt.models.inference import accuracy
 from annt.store.adversarial_set import AdversarialSet, load_adversarial_set, save_adversarial_set
 from annt.store.atomic import atomic_save_npz
 from annt.store.checkpoint import WEIGHTS, load_checkpoint, read_meta
 from annt.store.hashing import file_digest
+from annt.store.naming import slug
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished cell as the cells depending on it see it: its hash and outputs."""
+
+    hash: str
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything needed to compute one cell (picklable: models and sets come from the store)."""
+
+    plan: StudyPlan
+    cell: Cell
+    key: dict[str, Any]
+    hash: str
+    deps: dict[str, Done]
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a computed cell hands back to the driver, which records it in one transaction."""
+
+    hash: str
+    kind: str
+    key: dict[str, Any]
+    outputs: dict[str, Any]
+    table: str
+    row: dict[str, Any]
+    seconds: float
 
 
 @dataclass
-class ModelHandle:
-    """A model of the study: its slot, checkpoint folder, weights sha256 and cell hash."""
+class Workspace:
+    """Per-process caches (test splits, loaded models, sampled images): never part of a result."""
+
+    test_sets: dict[tuple[str, str | None], ImageSet] = field(default_factory=dict)
+    models: dict[tuple[str, str], nn.Module] = field(default_factory=dict)
+    samples: dict[tuple[str, int, int], ImageSet] = field(default_factory=dict)
+
+    def test_set(self, plan: StudyPlan, dataset: str) -> ImageSet:
+        key = (dataset, plan.spec.data_dir)
+        if key not in self.test_sets:
+            self.test_sets[key] = load_dataset(dataset, "test", plan.spec.data_dir)
+        return self.test_sets[key]
+
+    def model(self, folder: Path, sha: str, device: torch.device) -> nn.Module:
+        key = (str(folder), f"{sha}@{device}")
+        if key not in self.models:
+            self.models[key] = load_checkpoint(folder, device=device)  # verifies the sha256
+        return self.models[key]
+
+
+WORKSPACE = Workspace()
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A finished model cell: slot, folder, weights sha256 and cell hash."""
 
     slot: ModelSlot
     folder: Path
     sha256: str
     cell: str
-    _model: nn.Module | None = field(default=None, repr=False)
-
-    def load(self, device: torch.device) -> nn.Module:
-        if self._model is None:
-            self._model = load_checkpoint(self.folder, device=device)
-        return self._model
 
 
-@dataclass
-class SetHandle:
-    """A crafted adversarial set (file relative to the output directory) and its origin."""
-
-    source: ModelHandle
-    attack: AttackConfig
-    run: int
-    cell: str
-    path: str
+def _model(plan: StudyPlan, slot: ModelSlot, deps: dict[str, Done]) -> _Model:
+    done = deps[model_id(slot)]
+    return _Model(slot, plan.out_dir / done.outputs["checkpoint"], done.outputs["sha256"], done.hash)
 
 
-@dataclass
-class StudyContext:
-    plan: StudyPlan
-    book: CellBook
-    test_sets: dict[str, ImageSet]
-    progress: bool = True
-    _samples: dict[tuple[str, int, int], ImageSet] = field(default_factory=dict, repr=False)
-
-    @property
-    def out(self) -> Path:
-        return self.plan.out_dir
-
-    def rel(self, path: Path) -> str:
-        return path.relative_to(self.out).as_posix()
-
-    def samples(self, source: ModelHandle, n: int, seed: int) -> ImageSet:
-        """Correctly classified test images of ``source`` (seeded); shared by all attacks of a run."""
-        key = (source.cell, n, seed)
-        if key not in self._samples:
-            model = source.load(self.plan.device)
-            self._samples[key] = sample_correct(model, self.test_sets[source.slot.dataset], n, seed)
-        return self._samples[key]
+def sample_seed(plan: StudyPlan, run: int) -> int:
+    return derive_seed(plan.spec.seed, "sample", run)
 
 
-# ---------------------------------------------------------------------------- models
+def attack_seed(plan: StudyPlan, run: int, slot: ModelSlot, attack: AttackConfig) -> int:
+    return derive_seed(plan.spec.seed, "attack", run, slot.key, attack.label)
 
 
-def model_cell(ctx: StudyContext, slot: ModelSlot) -> ModelHandle:
-    """Load a given checkpoint, or train the slot's model (resuming an interrupted training)."""
-    plan = ctx.plan
-    base = {"kind": "model", "dataset": slot.dataset, "model": slot.model, "bits": str(slot.bits)}
-    if slot.checkpoint is not None:
-        folder = slot.checkpoint.resolve()
-        sha = read_meta(folder).get("weights_sha256") or file_digest(folder / WEIGHTS)
-        key = {**base, "origin": "checkpoint", "sha256": sha}
+# ---------------------------------------------------------------------------- keys
 
-        def load(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-            model = load_checkpoint(folder, device=plan.device)  # verifies the sha256
-            test = ctx.test_sets[slot.dataset]
-            acc = accuracy(model, test.x, test.y)
-            meta = read_meta(folder)
-            row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha), "test_accuracy": acc,
-                   "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
-            return {"checkpoint": str(folder), "sha256": sha}, "models", row
 
-        outcome = ctx.book.run("model", key, load)
-        return ModelHandle(slot, folder, sha, outcome.hash)
+def cell_key(plan: StudyPlan, cell: Cell, deps: dict[str, Done]) -> dict[str, Any]:
+    """The key a cell's hash covers (without the ANNT version, which ``CellBook`` adds)."""
+    slot, attack = cell.slot, cell.attack
+    assert slot is not None
+    if cell.kind in ("train", "load"):
+        base = {"kind": "model", "dataset": slot.dataset, "model": slot.model, "bits": str(slot.bits)}
+        if cell.kind == "load":
+            assert slot.checkpoint is not None
+            folder = slot.checkpoint.resolve()
+            sha = read_meta(folder).get("weights_sha256") or file_digest(folder / WEIGHTS)
+            return {**base, "origin": "checkpoint", "sha256": sha}
+        return {**base, "origin": "train", "recipe": slot.recipe, "train_limit": slot.train.train_limit,
+                "seed": slot.train.seed}
+    assert attack is not None
+    source = _model(plan, slot, deps)
+    if cell.kind == "craft":
+        return {
+            "kind": "craft", "dataset": slot.dataset, "source": source.sha256,
+            "attack": attack.name, "label": attack.label, "params": attack.params,
+            "backend": attack.backend, "chunk": None if attack.name in UNIVERSAL else attack.chunk,
+            "samples": plan.spec.samples, "run": cell.run, "sample_seed": sample_seed(plan, cell.run),
+            "attack_seed": attack_seed(plan, cell.run, slot, attack),
+        }
+    if cell.kind in ("evaluate", "transfer"):
+        assert cell.target is not None
+        target = _model(plan, cell.target, deps)
+        crafted = deps[cell.deps[0]]
+        return {"kind": "evaluate", "set": crafted.hash, "target": target.sha256,
+                "mode": "direct" if cell.kind == "evaluate" else "transfer",
+                "max_samples": plan.spec.samples, "flag": plan.spec.flag.model_dump()}
+    if cell.kind == "progression":
+        return {"kind": "progression", "dataset": slot.dataset, "source": source.sha256,
+                "attack": attack.name, "label": attack.label, "params": attack.params,
+                "iterations": list(attack.progression), "images": plan.spec.report.progression.images,
+                "sample_seed": sample_seed(plan, 0), "seed": attack_seed(plan, 0, slot, attack),
+                "backend": attack.backend}
+    raise ValueError(f"cell {cell.id} is not stored")
 
-    key = {**base, "origin": "train", "recipe": slot.recipe, "train_limit": slot.train.train_limit,
-           "seed": slot.train.seed}
 
-    def train(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        from annt.train import train_model
+# ---------------------------------------------------------------------------- compute
 
-        folder = ctx.out / "models" / slot.dataset / f"{slug(slot.model)}-{slot.bits.tag}-{h[:8]}"
-        result = train_model(
-            slot.model, slot.dataset, slot.bits, folder, epochs=slot.train.epochs,
-            seed=slot.train.seed, data_dir=plan.spec.data_dir, device=plan.device,
-            progress=ctx.progress, train_limit=slot.train.train_limit, **slot.train.recipe_overrides,
-        )
-        sha = file_digest(result.best / WEIGHTS)
-        row = {**_model_row(slot, "train", ctx.rel(result.best), sha),
-               "test_accuracy": result.test_accuracy,
-               "validation_accuracy": result.validation_accuracy, "epochs": result.epochs}
-        return {"checkpoint": ctx.rel(result.best), "sha256": sha}, "models", row
 
-    outcome = ctx.book.run("model", key, train)
-    return ModelHandle(slot, ctx.out / outcome.outputs["checkpoint"], outcome.outputs["sha256"], outcome.hash)
+def compute(task: Task, device: torch.device | None = None, ws: Workspace = WORKSPACE) -> Finished:
+    """Compute one cell's files and row (``device`` overrides the plan's, for pinned workers)."""
+    dev = device or task.plan.device
+    tic = time.perf_counter()
+    fn = {"train": _train, "load": _load, "craft": _craft, "evaluate": _evaluate, "transfer": _evaluate,
+          "progression": _progression}[task.cell.kind]
+    outputs, table, row = fn(task, dev, ws)
+    return Finished(task.hash, STORED_KIND[task.cell.kind], task.key, outputs, table, row,
+                    time.perf_counter() - tic)
+
+
+def _rel(plan: StudyPlan, path: Path) -> str:
+    return path.relative_to(plan.out_dir).as_posix()
 
 
 def _model_row(slot: ModelSlot, origin: str, checkpoint: str, sha: str) -> dict[str, Any]:
@@ -132,138 +178,144 @@ def _model_row(slot: ModelSlot, origin: str, checkpoint: str, sha: str) -> dict[
             "bits_tag": slot.bits.tag, "origin": origin, "checkpoint": checkpoint, "sha256": sha}
 
 
-# ---------------------------------------------------------------------------- crafting
+def _load(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    slot = task.cell.slot
+    assert slot is not None and slot.checkpoint is not None
+    folder, sha = slot.checkpoint.resolve(), task.key["sha256"]
+    model = ws.model(folder, sha, dev)
+    test = ws.test_set(task.plan, slot.dataset)
+    meta = read_meta(folder)
+    row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha),
+           "test_accuracy": accuracy(model, test.x, test.y),
+           "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
+    return {"checkpoint": str(folder), "sha256": sha}, "models", row
 
 
-def sample_seed(plan: StudyPlan, run: int) -> int:
-    return derive_seed(plan.spec.seed, "sample", run)
+def _train(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Train the slot's model (resuming an interrupted training from its ``last/`` checkpoint)."""
+    from annt.train import train_model
+
+    plan, slot = task.plan, task.cell.slot
+    assert slot is not None
+    folder = plan.out_dir / "models" / slot.dataset / f"{slug(slot.model)}-{slot.bits.tag}-{task.hash[:8]}"
+    result = train_model(
+        slot.model, slot.dataset, slot.bits, folder, epochs=slot.train.epochs,
+        seed=slot.train.seed, data_dir=plan.spec.data_dir, device=dev,
+        progress=task.progress, train_limit=slot.train.train_limit, **slot.train.recipe_overrides,
+    )
+    sha = file_digest(result.best / WEIGHTS)
+    row = {**_model_row(slot, "train", _rel(plan, result.best), sha),
+           "test_accuracy": result.test_accuracy,
+           "validation_accuracy": result.validation_accuracy, "epochs": result.epochs}
+    return {"checkpoint": _rel(plan, result.best), "sha256": sha}, "models", row
 
 
-def attack_seed(plan: StudyPlan, run: int, source: ModelHandle, attack: AttackConfig) -> int:
-    return derive_seed(plan.spec.seed, "attack", run, source.slot.key, attack.label)
+def _samples(task: Task, source: _Model, model: nn.Module, n: int, seed: int, ws: Workspace) -> ImageSet:
+    """Correctly classified test images of ``source`` (seeded); shared by all attacks of a run."""
+    key = (source.cell, n, seed)
+    if key not in ws.samples:
+        ws.samples[key] = sample_correct(model, ws.test_set(task.plan, source.slot.dataset), n, seed)
+    return ws.samples[key]
 
 
-def craft_cell(ctx: StudyContext, source: ModelHandle, attack: AttackConfig, run: int) -> SetHandle:
-    """Sample correctly classified test images (seeded per run) and attack them on ``source``."""
-    plan = ctx.plan
-    n, s_seed, a_seed = plan.spec.samples, sample_seed(plan, run), attack_seed(plan, run, source, attack)
-    key = {
-        "kind": "craft", "dataset": source.slot.dataset, "source": source.sha256,
-        "attack": attack.name, "label": attack.label, "params": attack.params,
-        "backend": attack.backend, "chunk": None if attack.name in UNIVERSAL else attack.chunk,
-        "samples": n, "run": run, "sample_seed": s_seed, "attack_seed": a_seed,
+def _craft(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Sample correctly classified test images (seeded per run) and attack them on the source."""
+    plan, cell, h = task.plan, task.cell, task.hash
+    attack, run = cell.attack, cell.run
+    assert attack is not None and cell.slot is not None
+    source = _model(plan, cell.slot, task.deps)
+    n, s_seed, a_seed = plan.spec.samples, task.key["sample_seed"], task.key["attack_seed"]
+    model = ws.model(source.folder, source.sha256, dev)
+    chosen = _samples(task, source, model, n, s_seed, ws)
+    bar = tqdm(total=len(chosen), desc=f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag}"
+               f" run {run}", unit="img", leave=False, disable=not task.progress)
+    tic = time.perf_counter()
+    result = craft(
+        attack.name, model, chosen.x.to(dev), chosen.y.to(dev), attack.params,
+        seed=a_seed, backend=attack.backend, chunk=attack.chunk, on_chunk=bar.update,
+    )
+    seconds = time.perf_counter() - tic
+    bar.close()
+    costs = {k: getattr(result, k).detach().cpu() for k in ("iterations", "forward_passes", "backward_passes")}
+    path = plan.out_dir / "sets" / source.slot.dataset / f"{slug(source.slot.model)}-{source.slot.bits.tag}" \
+        / slug(attack.label) / f"run{run}-{h[:8]}.npz"
+    meta = {
+        "dataset": source.slot.dataset, "split": "test", "model": source.slot.model,
+        "bits": str(source.slot.bits), "weights_sha256": source.sha256, "checkpoint": str(source.folder),
+        "attack": attack.name, "label": attack.label, "params": attack.params, "seed": a_seed,
+        "sample_seed": s_seed, "run": run, "backend": attack.backend, "cell": h,
+        "seconds": round(seconds, 3),
     }
-
-    def compute(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        model = source.load(plan.device)
-        chosen = ctx.samples(source, n, s_seed)
-        bar = tqdm(total=len(chosen), desc=f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag}"
-                   f" run {run}", unit="img", leave=False, disable=not ctx.progress)
-        tic = time.perf_counter()
-        result = craft(
-            attack.name, model, chosen.x.to(plan.device), chosen.y.to(plan.device), attack.params,
-            seed=a_seed, backend=attack.backend, chunk=attack.chunk, on_chunk=bar.update,
-        )
-        seconds = time.perf_counter() - tic
-        bar.close()
-        costs = {k: getattr(result, k).detach().cpu() for k in ("iterations", "forward_passes", "backward_passes")}
-        path = ctx.out / "sets" / source.slot.dataset / f"{slug(source.slot.model)}-{source.slot.bits.tag}" \
-            / slug(attack.label) / f"run{run}-{h[:8]}.npz"
-        meta = {
-            "dataset": source.slot.dataset, "split": "test", "model": source.slot.model,
-            "bits": str(source.slot.bits), "weights_sha256": source.sha256, "checkpoint": str(source.folder),
-            "attack": attack.name, "label": attack.label, "params": attack.params, "seed": a_seed,
-            "sample_seed": s_seed, "run": run, "backend": attack.backend, "cell": h,
-            "seconds": round(seconds, 3),
-        }
-        adv = AdversarialSet(
-            result.adversarial.detach().cpu().float(), chosen.y, chosen.index, result.success.detach().cpu(),
-            costs, {k: v.detach().cpu() for k, v in result.extras.items()}, meta,
-        )
-        save_adversarial_set(path, adv)
-        row = {
-            "dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
-            "bits_tag": source.slot.bits.tag, "source_sha": source.sha256, "attack": attack.name,
-            "label": attack.label, "params": attack.params, "run": run, "seed": a_seed, "samples": len(chosen),
-            "path": ctx.rel(path), "sha256": file_digest(path), "n": len(chosen),
-            "source_success_rate": float(adv.success.float().mean()),
-            "mean_iterations": float(costs["iterations"].double().mean()),
-            "mean_forward_passes": float(costs["forward_passes"].double().mean()),
-            "mean_backward_passes": float(costs["backward_passes"].double().mean()),
-            "seconds": seconds,
-        }
-        return {"path": ctx.rel(path)}, "attack_sets", row
-
-    outcome = ctx.book.run("craft", key, compute)
-    return SetHandle(source, attack, run, outcome.hash, outcome.outputs["path"])
+    adv = AdversarialSet(
+        result.adversarial.detach().cpu().float(), chosen.y, chosen.index, result.success.detach().cpu(),
+        costs, {k: v.detach().cpu() for k, v in result.extras.items()}, meta,
+    )
+    save_adversarial_set(path, adv)
+    row = {
+        "dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
+        "bits_tag": source.slot.bits.tag, "source_sha": source.sha256, "attack": attack.name,
+        "label": attack.label, "params": attack.params, "run": run, "seed": a_seed, "samples": len(chosen),
+        "path": _rel(plan, path), "sha256": file_digest(path), "n": len(chosen),
+        "source_success_rate": float(adv.success.float().mean()),
+        "mean_iterations": float(costs["iterations"].double().mean()),
+        "mean_forward_passes": float(costs["forward_passes"].double().mean()),
+        "mean_backward_passes": float(costs["backward_passes"].double().mean()),
+        "seconds": seconds,
+    }
+    return {"path": _rel(plan, path)}, "attack_sets", row
 
 
-# ---------------------------------------------------------------------------- evaluation
-
-
-def evaluate_cell(ctx: StudyContext, adv: SetHandle, target: ModelHandle) -> None:
+def _evaluate(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Apply a set to its source (direct) or to another model (transfer protocol)."""
-    plan = ctx.plan
-    mode = "direct" if target is adv.source else "transfer"
-    key = {"kind": "evaluate", "set": adv.cell, "target": target.sha256, "mode": mode,
-           "max_samples": plan.spec.samples, "flag": plan.spec.flag.model_dump()}
-
-    def compute(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        adv_set = load_adversarial_set(ctx.out / adv.path)
-        clean = match_clean(adv_set, ctx.test_sets[target.slot.dataset])
-        ev = evaluate_set(target.load(plan.device), adv_set, clean, mode=mode,
-                          max_samples=plan.spec.samples, criterion=plan.spec.flag)
-        src, tgt = adv.source.slot, target.slot
-        path = ctx.out / "records" / src.dataset / f"{slug(src.model)}-{src.bits.tag}" / slug(adv.attack.label) \
-            / f"run{adv.run}-{slug(tgt.model)}-{tgt.bits.tag}-{h[:8]}.npz"
-        atomic_save_npz(path, **ev.records.to_arrays())
-        row = {
-            "dataset": src.dataset, "attack": adv.attack.name, "label": adv.attack.label,
-            "params": adv.attack.params, "run": adv.run, "mode": mode, "source_model": src.model,
-            "source_bits": src.bits.tag, "target_model": tgt.model, "target_bits": tgt.bits.tag,
-            "source_sha": adv.source.sha256, "target_sha": target.sha256, "set_cell": adv.cell,
-            "set_path": adv.path, "records_path": ctx.rel(path), **ev.summary,
-        }
-        return {"records": ctx.rel(path)}, "results", row
-
-    ctx.book.run("evaluate", key, compute)
+    plan, cell = task.plan, task.cell
+    assert cell.slot is not None and cell.target is not None and cell.attack is not None
+    source, target = _model(plan, cell.slot, task.deps), _model(plan, cell.target, task.deps)
+    crafted = task.deps[cell.deps[0]]
+    mode = task.key["mode"]
+    adv_set = load_adversarial_set(plan.out_dir / crafted.outputs["path"])
+    clean = match_clean(adv_set, ws.test_set(plan, target.slot.dataset))
+    ev = evaluate_set(ws.model(target.folder, target.sha256, dev), adv_set, clean, mode=mode,
+                      max_samples=plan.spec.samples, criterion=plan.spec.flag)
+    src, tgt = source.slot, target.slot
+    path = plan.out_dir / "records" / src.dataset / f"{slug(src.model)}-{src.bits.tag}" \
+        / slug(cell.attack.label) / f"run{cell.run}-{slug(tgt.model)}-{tgt.bits.tag}-{task.hash[:8]}.npz"
+    atomic_save_npz(path, **ev.records.to_arrays())
+    row = {
+        "dataset": src.dataset, "attack": cell.attack.name, "label": cell.attack.label,
+        "params": cell.attack.params, "run": cell.run, "mode": mode, "source_model": src.model,
+        "source_bits": src.bits.tag, "target_model": tgt.model, "target_bits": tgt.bits.tag,
+        "source_sha": source.sha256, "target_sha": target.sha256, "set_cell": crafted.hash,
+        "set_path": crafted.outputs["path"], "records_path": _rel(plan, path), **ev.summary,
+    }
+    return {"records": _rel(plan, path)}, "results", row
 
 
-# ---------------------------------------------------------------------------- progression
-
-
-def progression_cell(ctx: StudyContext, source: ModelHandle, attack: AttackConfig) -> None:
+def _progression(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """Boundary Attack on a few images at growing iteration counts, same seed (paper Figure 3)."""
-    plan = ctx.plan
-    k = plan.spec.report.progression.images
-    s_seed, a_seed = sample_seed(plan, 0), attack_seed(plan, 0, source, attack)
-    key = {"kind": "progression", "dataset": source.slot.dataset, "source": source.sha256,
-           "attack": attack.name, "label": attack.label, "params": attack.params,
-           "iterations": list(attack.progression), "images": k, "sample_seed": s_seed, "seed": a_seed,
-           "backend": attack.backend}
-
-    def compute(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        model = source.load(plan.device)
-        pool = ctx.samples(source, plan.spec.samples, s_seed)  # run 0's images: first k of them
-        chosen = pool.subset(torch.arange(min(k, len(pool))))
-        x, y = chosen.x.to(plan.device), chosen.y.to(plan.device)
-        frames, success = [], []
-        for it in tqdm(attack.progression, desc=f"  progression {attack.label}", leave=False,
-                       disable=not ctx.progress):
-            result = craft(attack.name, model, x, y, {**attack.params, "max_iter": it},
-                           seed=a_seed, backend=attack.backend, chunk=len(x))
-            frames.append(result.adversarial.detach().cpu().float().numpy())
-            success.append(result.success.detach().cpu().numpy())
-        path = ctx.out / "progressions" / source.slot.dataset / \
-            f"{slug(source.slot.model)}-{source.slot.bits.tag}-{slug(attack.label)}-{h[:8]}.npz"
-        atomic_save_npz(
-            path, iterations=np.asarray(attack.progression, dtype=np.int64), images=np.stack(frames),
-            success=np.stack(success), clean=chosen.x.numpy(), labels=chosen.y.numpy(),
-            image_index=chosen.index.numpy(),
-        )
-        row = {"dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
-               "bits_tag": source.slot.bits.tag, "label": attack.label, "path": ctx.rel(path),
-               "iterations": list(attack.progression)}
-        return {"path": ctx.rel(path)}, "progressions", row
-
-    ctx.book.run("progression", key, compute)
+    plan, cell = task.plan, task.cell
+    attack = cell.attack
+    assert attack is not None and cell.slot is not None
+    source = _model(plan, cell.slot, task.deps)
+    k, s_seed, a_seed = task.key["images"], task.key["sample_seed"], task.key["seed"]
+    model = ws.model(source.folder, source.sha256, dev)
+    pool = _samples(task, source, model, plan.spec.samples, s_seed, ws)  # run 0's images: first k
+    chosen = pool.subset(torch.arange(min(k, len(pool))))
+    x, y = chosen.x.to(dev), chosen.y.to(dev)
+    frames, success = [], []
+    for it in tqdm(attack.progression, desc=f"  progression {attack.label}", leave=False,
+                   disable=not task.progress):
+        result = craft(attack.name, model, x, y, {**attack.params, "max_iter": it},
+                       seed=a_seed, backend=attack.backend, chunk=len(x))
+        frames.append(result.adversarial.detach().cpu().float().numpy())
+        success.append(result.success.detach().cpu().numpy())
+    path = plan.out_dir / "progressions" / source.slot.dataset / \
+        f"{slug(source.slot.model)}-{source.slot.bits.tag}-{slug(attack.label)}-{task.hash[:8]}.npz"
+    atomic_save_npz(
+        path, iterations=np.asarray(attack.progression, dtype=np.int64), images=np.stack(frames),
+        success=np.stack(success), clean=chosen.x.numpy(), labels=chosen.y.numpy(),
+        image_index=chosen.index.numpy(),
+    )
+    row = {"dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
+           "bits_tag": source.slot.bits.tag, "label": attack.label, "path": _rel(plan, path),
+           "iterations": list(attack.progression)}
+    return {"path": _rel(plan, path)}, "progressions", row

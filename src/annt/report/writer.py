@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from annt.errors import AnntError
-from annt.experiments.spec import slug
 from annt.metrics.distances import L0_TOLERANCE
 from annt.metrics.flags import FlagCriterion
 from annt.report.aggregate import bits_label, bits_order, group
@@ -23,6 +22,7 @@ from annt.report.images import adversarial_grid, progression_grid
 from annt.report.tables import Table, models_table, table6, table7, transfer_matrices
 from annt.store.adversarial_set import load_adversarial_set
 from annt.store.atomic import atomic_write_text
+from annt.store.naming import slug
 from annt.store.results import ResultsDB
 
 REPORT_DIR = "report"

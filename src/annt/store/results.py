@@ -12,60 +12,38 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from annt.errors import AnntError
-from annt.metrics.records import SUMMARY_KEYS
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = "1"
 
-# Typed tables: name -> columns besides the primary key ``cell`` (the cell hash).
-TABLES: dict[str, tuple[str, ...]] = {
-    "models": (
-        "dataset", "model", "bits", "bits_tag", "origin", "checkpoint", "sha256",
-        "test_accuracy", "validation_accuracy", "epochs",
-    ),
-    "attack_sets": (
-        "dataset", "model", "bits", "bits_tag", "source_sha", "attack", "label", "params", "run",
-        "seed", "samples", "path", "sha256", "n", "source_success_rate", "mean_iterations",
-        "mean_forward_passes", "mean_backward_passes", "seconds",
-    ),
-    "results": (
-        "dataset", "attack", "label", "params", "run", "mode", "source_model", "source_bits",
-        "target_model", "target_bits", "source_sha", "target_sha", "set_cell", "set_path",
-        "records_path", "n_total", *SUMMARY_KEYS,
-    ),
-    "progressions": ("dataset", "model", "bits", "bits_tag", "label", "path", "iterations"),
-}
-_REAL = {
-    "test_accuracy", "validation_accuracy", "source_success_rate", "mean_iterations",
-    "mean_forward_passes", "mean_backward_passes", "seconds", *SUMMARY_KEYS,
-}
-_INT = {"epochs", "run", "seed", "samples", "n", "n_total", "n_kept", "n_correct", "n_success", "n_flagged"}
+Schema = Mapping[str, Mapping[str, str]]
+"""Typed tables: name -> {column: SQLite type}, besides the primary key ``cell`` (the cell hash).
+
+The store does not know which tables a study writes: the experiments layer passes its
+schema (``annt.experiments.schema.TABLES``) and the store creates the missing tables.
+"""
+
+_BASE = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
+    " spec TEXT NOT NULL, created REAL NOT NULL, started REAL NOT NULL, finished REAL)",
+    "CREATE TABLE IF NOT EXISTS cells (hash TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+    " key TEXT NOT NULL, outputs TEXT NOT NULL, seconds REAL, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS study_cells (study TEXT NOT NULL, cell TEXT NOT NULL,"
+    " PRIMARY KEY (study, cell))",
+]
 
 
-def _column_type(name: str) -> str:
-    if name in _INT:
-        return "INTEGER"
-    return "REAL" if name in _REAL else "TEXT"
-
-
-def _schema() -> list[str]:
-    stmts = [
-        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS studies (id TEXT PRIMARY KEY, name TEXT NOT NULL,"
-        " spec TEXT NOT NULL, created REAL NOT NULL, started REAL NOT NULL, finished REAL)",
-        "CREATE TABLE IF NOT EXISTS cells (hash TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-        " key TEXT NOT NULL, outputs TEXT NOT NULL, seconds REAL, created REAL NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS study_cells (study TEXT NOT NULL, cell TEXT NOT NULL,"
-        " PRIMARY KEY (study, cell))",
-    ]
-    for table, columns in TABLES.items():
-        cols = ", ".join(f"{c} {_column_type(c)}" for c in columns)
+def _table_statements(tables: Schema) -> list[str]:
+    stmts = []
+    for table, columns in tables.items():
+        cols = ", ".join(f"{c} {t}" for c, t in columns.items())
         stmts.append(f"CREATE TABLE IF NOT EXISTS {table} (cell TEXT PRIMARY KEY, {cols})")
     return stmts
 
@@ -73,8 +51,9 @@ def _schema() -> list[str]:
 class ResultsDB:
     """Connection to ``OUTDIR/results.sqlite``; every write is one transaction."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, tables: Schema | None = None) -> None:
         self.path = Path(path)
+        self._columns: dict[str, tuple[str, ...]] = {}
         if not create and not self.path.is_file():
             raise AnntError(f"no results database at {self.path}; run a study there first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +62,7 @@ class ResultsDB:
             self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             with self.transaction() as c:
-                for stmt in _schema():
+                for stmt in _BASE + _table_statements(tables or {}):
                     c.execute(stmt)
                 c.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,)
@@ -95,8 +74,24 @@ class ResultsDB:
             raise AnntError(f"{self.path} has results schema {version}, this ANNT reads {SCHEMA_VERSION}")
 
     @classmethod
-    def in_dir(cls, out_dir: str | Path, *, create: bool = True) -> ResultsDB:
-        return cls(Path(out_dir) / DB_NAME, create=create)
+    def in_dir(cls, out_dir: str | Path, *, create: bool = True, tables: Schema | None = None) -> ResultsDB:
+        return cls(Path(out_dir) / DB_NAME, create=create, tables=tables)
+
+    def ensure_tables(self, tables: Schema) -> None:
+        """Create the typed tables that do not exist yet (existing ones are left as they are)."""
+        with self.transaction() as c:
+            for stmt in _table_statements(tables):
+                c.execute(stmt)
+        self._columns.clear()
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """Columns of a typed table besides ``cell``; ``ValueError`` when there is no such table."""
+        if table not in self._columns:
+            cols = tuple(r[1] for r in self.conn.execute(f"PRAGMA table_info({_quoted(table)})"))
+            if not cols or table in _SYSTEM:
+                raise ValueError(f"unknown table {table!r}")
+            self._columns[table] = tuple(c for c in cols if c != "cell")
+        return self._columns[table]
 
     def close(self) -> None:
         self.conn.close()
@@ -166,7 +161,7 @@ class ResultsDB:
         """Mark ``cell`` done, with its typed row, in one transaction."""
         with self.transaction() as c:
             if table is not None:
-                columns = TABLES[table]
+                columns = self.columns(table)
                 unknown = set(row or {}) - set(columns)
                 if unknown:
                     raise ValueError(f"unknown {table} columns {sorted(unknown)}")
@@ -188,8 +183,7 @@ class ResultsDB:
     # ------------------------------------------------------------------ queries
     def rows(self, table: str, study: str | None = None) -> list[dict[str, Any]]:
         """All rows of a typed table, or those of one study's cells, in insertion order."""
-        if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}")
+        self.columns(table)  # ValueError for an unknown table
         if study is None:
             cur = self.conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
         else:
@@ -215,5 +209,8 @@ def read_results(out_dir: str | Path, table: str = "results", study: str | None 
         return db.rows(table, study)
 
 
-def columns(table: str) -> Sequence[str]:
-    return ("cell", *TABLES[table])
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_SYSTEM = frozenset({"meta", "studies", "cells", "study_cells"})

@@ -1,0 +1,63 @@
+"""Local process pool: same rows as serial; kill -9 of the driver or of a worker loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from annt.experiments import run_study
+
+from .helpers import CELLS, SPEC, alive, count_cells, dump, start, wait_for, workers, write_spec
+
+
+def test_processes_give_the_serial_rows(tmp_path, reference):
+    result = run_study(SPEC, out=tmp_path / "out", progress=False, workers=2)
+    assert result.computed == CELLS
+    assert dump(tmp_path / "out") == reference
+    again = run_study(SPEC, out=tmp_path / "out", progress=False, workers=2)
+    assert again.computed == 0 and again.reused == CELLS
+
+
+@pytest.mark.slow
+def test_kill_worker_then_driver_and_resume(tmp_path, reference):
+    """kill -9 of a worker (its cell is redone), of the driver (workers exit, lock taken over)."""
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    proc = start(spec, out, "--workers", "2")
+    wait_for(lambda: len(workers(proc.pid)) == 2, proc, what="two workers")
+    time.sleep(2)  # both are training now (the first cells)
+    os.kill(workers(proc.pid)[0], signal.SIGKILL)
+    wait_for(lambda: count_cells(out) >= 3, proc, what="cells after the lost worker")
+    pool = workers(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = count_cells(out)
+    assert 3 <= first < CELLS
+    deadline = time.monotonic() + 20
+    while any(alive(w) for w in pool) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(w) for w in pool), "orphaned workers kept running"
+    again = start(spec, out, "--workers", "2")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err.decode()[-2000:]
+    assert f"taking over the stale lock of {out} (pid {proc.pid} " in err.decode()
+    assert dump(out) == reference
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_one_is_refused_nothing_lost(tmp_path, reference):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    runs = [start(spec, out, "--workers", "2"), start(spec, out)]
+    codes, errors = [], []
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        codes.append(proc.returncode)
+        errors.append(err.decode().strip())
+    assert sorted(codes) == [0, 1], errors
+    loser, winner = (1, 0) if codes[1] == 1 else (0, 1)
+    line = errors[loser]
+    assert line.startswith("annt: error:") and "\n" not in line, line
+    assert f"in use by another annt run (pid {runs[winner].pid} on " in line
+    assert dump(out) == reference
