@@ -16,6 +16,7 @@ from pathlib import Path
 from annt.store.atomic import atomic_write_json
 from annt.store.checkpoint import SIDECAR, WEIGHTS, load_checkpoint, read_meta
 from annt.store.hashing import file_digest
+from annt.zoo import seal_zoo
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "annt" / "zoo"
 
@@ -49,6 +50,7 @@ def main(pairs: list[str]) -> None:
             entries[name]["init_from"] = meta["init_from"]["checkpoint"]
         print(json.dumps(entries[name]))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
+    seal_zoo(ZOO)  # sidecar seals + manifest hashes that zoo:NAME loading checks
 
 
 if __name__ == "__main__":

@@ -53,15 +53,20 @@ class CellBook:
         kind: str,
         key: Mapping[str, Any],
         compute: Callable[[str], tuple[dict[str, Any], str | None, dict[str, Any] | None]],
+        intact: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> CellOutcome:
         """``compute(hash) -> (outputs, table, row)`` writes its files; then one transaction records it.
 
-        The ANNT version is part of every key: a new release recomputes rather than mixing
+        ``intact(hash, outputs)`` checks a finished cell's files on reuse (recorded hashes);
+        when it says no, the cell is recomputed. The ANNT version is part of every key: a new release recomputes rather than mixing
         results of different attack or training code in one table.
         """
         key = {**key, "annt_version": __version__}
         h = cell_hash(key)
         done = self.db.cell_outputs(h)
+        if done is not None and intact is not None and not intact(h, done):
+            self.db.forget(h)  # its artifact is damaged or gone: recompute it
+            done = None
         if done is not None:
             self.db.link(self.study, h)
             self.reused += 1

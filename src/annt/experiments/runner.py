@@ -64,12 +64,12 @@ def prepare(
     return build_plan(parsed, source, out=out, device=device, spec_dir=spec_dir)
 
 
-def _test_sets(plan: StudyPlan) -> dict[str, ImageSet]:
-    """Load each dataset's test split now, so missing data fails before any work."""
+def _test_sets(plan: StudyPlan, download: bool = True) -> dict[str, ImageSet]:
+    """Load each dataset's test split now, so missing data fails before any work (``--check`` too)."""
     sets = {}
     for i, name in enumerate(dict.fromkeys(s.dataset for s in plan.slots)):
         try:
-            sets[name] = load_dataset(name, "test", plan.spec.data_dir)
+            sets[name] = load_dataset(name, "test", plan.spec.data_dir, download=download)
         except AnntError as exc:
             raise SpecError(plan.source, f"datasets[{i}]", str(exc)) from None
     return sets

@@ -20,13 +20,16 @@ from annt.data import ImageSet
 from annt.data.sampling import sample_correct
 from annt.experiments.attack_api import UNIVERSAL, craft
 from annt.experiments.cells import CellBook, derive_seed
+from annt.experiments.integrity import intact_model, intact_set
 from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
 from annt.experiments.spec import slug
+from annt.experiments.trust import load_slot_model
+from annt.inputs.fit import check_fits
 from annt.metrics import evaluate_set, match_clean
 from annt.models.inference import accuracy
 from annt.store.adversarial_set import AdversarialSet, load_adversarial_set, save_adversarial_set
 from annt.store.atomic import atomic_save_npz
-from annt.store.checkpoint import WEIGHTS, load_checkpoint, read_meta
+from annt.store.checkpoint import WEIGHTS, read_meta
 from annt.store.hashing import file_digest
 
 
@@ -42,7 +45,7 @@ class ModelHandle:
 
     def load(self, device: torch.device) -> nn.Module:
         if self._model is None:
-            self._model = load_checkpoint(self.folder, device=device)
+            self._model = load_slot_model(self.slot, self.folder, device)
         return self._model
 
 
@@ -94,8 +97,9 @@ def model_cell(ctx: StudyContext, slot: ModelSlot) -> ModelHandle:
         key = {**base, "origin": "checkpoint", "sha256": sha}
 
         def load(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-            model = load_checkpoint(folder, device=plan.device)  # verifies the sha256
+            model = load_slot_model(slot, folder, plan.device)  # verifies hashes and seal
             test = ctx.test_sets[slot.dataset]
+            check_fits(model.annt_meta, test.x, test.y, f"dataset {slot.dataset}", f"checkpoint {folder}")
             acc = accuracy(model, test.x, test.y)
             meta = read_meta(folder)
             row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha), "test_accuracy": acc,
@@ -123,7 +127,7 @@ def model_cell(ctx: StudyContext, slot: ModelSlot) -> ModelHandle:
                "validation_accuracy": result.validation_accuracy, "epochs": result.epochs}
         return {"checkpoint": ctx.rel(result.best), "sha256": sha}, "models", row
 
-    outcome = ctx.book.run("model", key, train)
+    outcome = ctx.book.run("model", key, train, intact=lambda h, out: intact_model(ctx, out))
     return ModelHandle(slot, ctx.out / outcome.outputs["checkpoint"], outcome.outputs["sha256"], outcome.hash)
 
 
@@ -194,7 +198,7 @@ def craft_cell(ctx: StudyContext, source: ModelHandle, attack: AttackConfig, run
         }
         return {"path": ctx.rel(path)}, "attack_sets", row
 
-    outcome = ctx.book.run("craft", key, compute)
+    outcome = ctx.book.run("craft", key, compute, intact=lambda h, out: intact_set(ctx, h, out))
     return SetHandle(source, attack, run, outcome.hash, outcome.outputs["path"])
 
 
@@ -226,7 +230,7 @@ def evaluate_cell(ctx: StudyContext, adv: SetHandle, target: ModelHandle) -> Non
         }
         return {"records": ctx.rel(path)}, "results", row
 
-    ctx.book.run("evaluate", key, compute)
+    ctx.book.run("evaluate", key, compute, intact=lambda h, out: (ctx.out / out["records"]).is_file())
 
 
 # ---------------------------------------------------------------------------- progression

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from annt.errors import AnntError
+from annt.inputs.results_db import check_ours
 from annt.metrics.records import SUMMARY_KEYS
 
 DB_NAME = "results.sqlite"
@@ -77,6 +78,7 @@ class ResultsDB:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise AnntError(f"no results database at {self.path}; run a study there first")
+        check_ours(self.path)  # a foreign file is refused before anything writes to it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # autocommit mode: transactions are opened explicitly by ``transaction()``
@@ -184,6 +186,18 @@ class ResultsDB:
             )
             if study is not None:
                 c.execute("INSERT OR IGNORE INTO study_cells (study, cell) VALUES (?, ?)", (study, cell))
+
+    def forget(self, cell: str) -> None:
+        """Drop a finished cell's done marker (its artifact was found damaged: it is recomputed)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM cells WHERE hash = ?", (cell,))
+
+    def value(self, table: str, cell: str, column: str) -> Any:
+        """One column of a cell's typed row (``None`` when absent)."""
+        if table not in TABLES or column not in TABLES[table]:
+            raise ValueError(f"unknown column {table}.{column}")
+        row = self.conn.execute(f"SELECT {column} FROM {table} WHERE cell = ?", (cell,)).fetchone()
+        return row[0] if row else None
 
     # ------------------------------------------------------------------ queries
     def rows(self, table: str, study: str | None = None) -> list[dict[str, Any]]:
