@@ -26,6 +26,7 @@ from annt.cli.main import main
 from annt.store.adversarial_set import set_seal
 from annt.store.checkpoint import seal_of
 from annt.store.hashing import file_digest
+
 from .conftest import snapshot, tiny_spec
 
 DATA_DIR = Path(os.environ.get("ANNT_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))

@@ -76,9 +76,9 @@ class ModelSpec(_Strict):
     @field_validator("bits", mode="before")
     @classmethod
     def _no_booleans(cls, value: Any) -> Any:
-        """YAML reads ``yes``/``true`` as booleans; a boolean is no bitwidth."""
+        """YAML reads ``yes``/``true`` as booleans; neither they nor ``3.5`` are bitwidths."""
         for item in value if isinstance(value, list) else []:
-            if isinstance(item, bool):
+            if isinstance(item, (bool, float)) or not isinstance(item, (str, int)):
                 raise ValueError(f"{item!r} is not a bitwidth: use fp, 1..16, 32 or 'W,A,G'")
         return value
 

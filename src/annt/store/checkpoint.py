@@ -216,7 +216,8 @@ def load_checkpoint(
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        lines = [ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln or "Missing" in ln]
+        first = (lines or [ln for ln in str(exc).splitlines() if ln.strip()] or ["shape mismatch"])[0]
         raise AnntError(f"checkpoint {path} does not fit model {meta['model']}: {first}") from None
     model.annt_meta = meta  # type: ignore[attr-defined]
     return model.to(device).eval()
