@@ -93,6 +93,7 @@ for param, match in (
     ("eps=[&a [1,1,1,1,1,1,1,1,1,1],&b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a],&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b],"
      "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]]", "alias bomb"),
     ("eps=!!python/object/apply:os.system ['true']", "eps"),
+    ("eps=" + "[" * 4000 + "]" * 4000, "nested too deeply"),
 ):
     argv_case(f"cli-param-{param[:24]}", [*ATTACK, "--param", param, "--out", "s.npz"], 1, match)
 for attack, param in (("boundary", "max_iter=1000000000"), ("cw_l2", "max_iter=10000000"),
@@ -264,6 +265,7 @@ file_case("sidecar-dev-zero", _replace("model.json", link="/dev/zero"), "not a r
 file_case("sidecar-dir", _replace("model.json", mkdir=True), "directory")
 file_case("sidecar-huge", _replace("model.json", b" " * (17 << 20)), "limit")
 file_case("sidecar-dangling-link", _replace("model.json", link="/nonexistent/x"), "incomplete|does not exist")
+file_case("sidecar-deeply-nested", _replace("model.json", b"[" * 200_000 + b"]" * 200_000), "nested too deeply")
 file_case("weights-garbage-trusted", lambda f: (_replace("model.safetensors", b"junk" * 50)(f),
                                                 _drop_hashes(f)), "corrupt checkpoint", "--trust-unverified")
 
@@ -430,7 +432,9 @@ set_file_case("dev-zero", lambda p: (p.unlink(), os.symlink("/dev/zero", p)), "n
 set_file_case("dev-zero", lambda p: (p.unlink(), os.symlink("/dev/zero", p), _unsidecar(p)),
               "not a regular file", trust=True)
 set_file_case("dir", lambda p: (p.unlink(), p.mkdir()), "directory")
-set_file_case("sidecar-not-json", lambda p: p.with_suffix(".json").write_text("{oops"), "corrupt sidecar")
+set_file_case("sidecar-not-json", lambda p: p.with_suffix(".json").write_text("{oops"), "corrupt adversarial set sidecar")
+set_file_case("sidecar-deep", lambda p: p.with_suffix(".json").write_text("[" * 100_000 + "]" * 100_000),
+              "nested too deeply")
 set_file_case("sidecar-list", lambda p: p.with_suffix(".json").write_text("[]"), "JSON object")
 set_file_case("sidecar-dev-zero", lambda p: (p.with_suffix(".json").unlink(),
                                              os.symlink("/dev/zero", p.with_suffix(".json"))), "not a regular file")
@@ -684,6 +688,7 @@ for key, value in (("lr", 1e300), ("lr", -1), ("lr", ".nan"), ("lr_milestones", 
         {**s, "models": [{"name": "mnist_a", "bits": ["fp"], "train": {"epochs": 1, k: v}}]}).replace("'.nan'", ".nan"),
         key)
 spec_case("python-tag", lambda s, c: "name: !!python/object/apply:os.system ['true']\n", "invalid YAML|tag")
+spec_case("deeply-nested", lambda s, c: "name: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply")
 spec_case("invalid-yaml", lambda s, c: "name: [unclosed\n", "invalid YAML")
 spec_case("not-a-mapping", lambda s, c: "- 1\n- 2\n", "mapping")
 spec_case("empty", lambda s, c: "", "empty")
@@ -760,6 +765,27 @@ def _(c: Ctx) -> list[str]:
     os.symlink("/dev/zero", c.tmp / "out" / "results.sqlite")
     (c.tmp / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(c.pristine / "ckpt_emb")))
     return ["run", str(c.tmp / "spec.yaml"), "--out", str(c.tmp / "out"), "--quiet"]
+
+
+@case("run-threads-huge", 1, "threads must be in 1..1024")
+def _(c: Ctx) -> list[str]:
+    (c.tmp / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(c.pristine / "ckpt_emb")))
+    return ["run", str(c.tmp / "spec.yaml"), "--out", str(c.tmp / "out"), "--threads", "1000000000", "--check"]
+
+
+@case("report-damaged-progression", 1, "corrupt progression file")
+def _(c: Ctx) -> list[str]:
+    out = _study(c)
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        conn.execute("INSERT INTO progressions (cell, dataset, model, bits, bits_tag, label, path, iterations)"
+                     " VALUES ('x', 'mnist-embedded', 'mnist_a', '32,32,32', 'fp', 'b', 'prog.npz', '[0]')")
+        conn.execute("INSERT INTO study_cells (study, cell) SELECT id, 'x' FROM studies")
+    conn.close()
+    (out / "prog.npz").write_bytes(b"PK\x03\x04 truncated")
+    return ["report", str(out), "--out", str(c.tmp / "rep")]
+
+
+CASES[-1].new_files_ok = True
 
 
 @case("out-is-a-file", 1, "not a directory")

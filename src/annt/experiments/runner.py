@@ -57,8 +57,8 @@ def prepare(
     """Parse and check a spec (files, names, parameters, device) without writing anything."""
     parsed, source = load_spec(spec)
     if threads is not None:
-        if threads < 1:
-            raise AnntError(f"threads must be at least 1, got {threads}")
+        if not 1 <= threads <= 1024:  # the spec's own bound (model_copy does not validate)
+            raise AnntError(f"threads must be in 1..1024, got {threads}")
         parsed = parsed.model_copy(update={"threads": threads})
     spec_dir = Path(spec).expanduser().resolve().parent if isinstance(spec, (str, Path)) else None
     return build_plan(parsed, source, out=out, device=device, spec_dir=spec_dir)

@@ -270,4 +270,4 @@ def progression_cell(ctx: StudyContext, source: ModelHandle, attack: AttackConfi
                "iterations": list(attack.progression)}
         return {"path": ctx.rel(path)}, "progressions", row
 
-    ctx.book.run("progression", key, compute)
+    ctx.book.run("progression", key, compute, intact=lambda h, out: (ctx.out / out["path"]).is_file())

@@ -107,3 +107,19 @@ def output_file(path: str | Path, what: str, suffix: str) -> Path:
         raise AnntError(f"{what} {path} exists and is not a regular file")
     output_dir(path.parent, what)
     return path
+
+
+def read_json_object(path: str | Path, what: str, max_bytes: int = MAX_JSON_BYTES) -> dict:
+    """A JSON object from a small regular file; bad syntax or absurd nesting is one line."""
+    import json
+
+    text = read_text(path, what, max_bytes)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnntError(f"corrupt {what} {path}: {exc}") from None
+    except RecursionError:
+        raise AnntError(f"corrupt {what} {path}: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise AnntError(f"corrupt {what} {path}: expected a JSON object, got {type(value).__name__}")
+    return value

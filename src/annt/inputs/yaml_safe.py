@@ -52,6 +52,9 @@ def check_size(value: Any, source: str, max_nodes: int = MAX_NODES) -> None:
 
 def load_yaml(text: str, source: str, max_nodes: int = MAX_NODES) -> Any:
     """Parse ``text`` with the safe loader, then bound its expanded size."""
-    value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise AnntError(f"{source}: YAML nested too deeply; refusing to read it") from None
     check_size(value, source, max_nodes)
     return value

@@ -11,10 +11,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from annt.errors import AnntError
 from annt.experiments.spec import slug
+from annt.inputs.files import read_npz
 from annt.metrics.distances import L0_TOLERANCE
 from annt.metrics.flags import FlagCriterion
 from annt.report.aggregate import bits_label, bits_order, group
@@ -89,8 +88,11 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
 def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
-        with np.load(out_dir / row["path"], allow_pickle=False) as z:
+        z = read_npz(out_dir / row["path"], "progression file")
+        try:
             frames, iters, clean = z["images"], z["iterations"].tolist(), z["clean"]
+        except KeyError as exc:
+            raise AnntError(f"corrupt progression file {out_dir / row['path']}: lacks {exc}") from None
         name = f"{slug(row['dataset'])}-{slug(row['model'])}-{row['bits_tag']}-{slug(row['label'])}.png"
         title = f"{row['label']} progression on {row['model']} {bits_label(row['bits_tag'])}"
         progression_grid(frames, iters, clean, folder / "progression" / name, title=title)

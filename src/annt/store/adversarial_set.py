@@ -17,7 +17,7 @@ import torch
 
 from annt.errors import AnntError
 from annt.inputs.arrays import bool_mask, float_images, int_labels
-from annt.inputs.files import MAX_NPZ_BYTES, read_npz, read_text, regular_file
+from annt.inputs.files import MAX_NPZ_BYTES, read_json_object, read_npz, regular_file
 from annt.store.atomic import atomic_save_npz, atomic_write_json
 from annt.store.hashing import file_digest
 from annt.version import __version__
@@ -82,12 +82,7 @@ def _read_sidecar(path: Path, trust_unverified: bool) -> dict[str, Any]:
             return {}
         raise AnntError(f"adversarial set {path} is unverified: no sidecar {side.name} with its sha256;"
                         " pass --trust-unverified if you trust its source")
-    try:
-        meta = json.loads(read_text(side, "adversarial set sidecar"))
-    except json.JSONDecodeError as exc:
-        raise AnntError(f"corrupt sidecar {side}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise AnntError(f"corrupt sidecar {side}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(side, "adversarial set sidecar")
     if "npz_sha256" not in meta or "sha256" not in meta:
         if trust_unverified:
             return meta

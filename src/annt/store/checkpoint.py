@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from annt.errors import AnntError
-from annt.inputs.files import GiB, read_text, regular_file
+from annt.inputs.files import GiB, read_json_object, regular_file
 from annt.store.atomic import atomic_write_bytes, atomic_write_json
 from annt.store.hashing import file_digest
 from annt.version import __version__
@@ -80,14 +80,7 @@ def seal(path: str | Path) -> str:
 
 
 def _parse(folder: Path) -> dict[str, Any]:
-    side = folder / SIDECAR
-    try:
-        meta = json.loads(read_text(side, "checkpoint sidecar"))
-    except json.JSONDecodeError as exc:
-        raise AnntError(f"corrupt checkpoint sidecar {side}: {exc}") from None
-    if not isinstance(meta, dict):
-        raise AnntError(f"corrupt checkpoint sidecar {side}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return read_json_object(folder / SIDECAR, "checkpoint sidecar")
 
 
 def _is_int(v: Any) -> bool:
