@@ -147,3 +147,33 @@ def test_written_files_get_the_same_mode_as_the_database(pristine, tmp_path):
     study = pristine / "study" / "out"
     modes = {stat.S_IMODE(p.stat().st_mode) for p in study.rglob("*") if p.is_file()}
     assert len(modes) == 1, modes  # results.sqlite, sets, sidecars, records alike
+
+
+def test_training_warm_start_from_an_unsealed_checkpoint_needs_the_flag(pristine, tmp_path, capsys):
+    folder = tmp_path / "old"
+    shutil.copytree(pristine / "ckpt", folder)
+    meta = json.loads((folder / "model.json").read_text())
+    del meta["checkpoint_sha256"], meta["weights_sha256"]
+    (folder / "model.json").write_text(json.dumps(meta))
+    argv = ["train", "--model", "mnist_a", "--dataset", "mnist-embedded", "--epochs", "1", "--train-limit", "64",
+            "--init-from", str(folder), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(argv) == 1
+    assert "unverified" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main([*argv, "--trust-unverified"]) == 0
+    assert verify_checkpoint(tmp_path / "run" / "best")["init_from"]["weights_sha256"] is None
+
+
+def test_sets_of_older_studies_are_reused_on_their_recorded_hash(pristine, tmp_path, capsys):
+    """Sets written before sidecars carried hashes: the database's sha256 vouches for them."""
+    out = tmp_path / "out"
+    shutil.copytree(pristine / "study" / "out", out)
+    side = next((out / "sets").rglob("*.json"))
+    meta = json.loads(side.read_text())
+    del meta["sha256"], meta["npz_sha256"]
+    side.write_text(json.dumps(meta))
+    spec = pristine / "study" / "spec.yaml"
+    assert main(["run", str(spec), "--out", str(out), "--quiet", "--no-report"]) == 0
+    assert _json_out(capsys)["cells_computed"] == 0
+    assert main(["report", str(out), "--grid-images", "2"]) == 0
+    assert (out / "report" / "report.md").is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from annt.cli.common import add_data_dir, add_device, positive_int, resolve_device
+from annt.cli.common import add_data_dir, add_device, add_trust, positive_int, resolve_device
 from annt.data import dataset_info
 from annt.inputs.numbers import finite_float_arg, milestone_list, seed_arg
 from annt.models import model_info
@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
     add_device(p)
+    add_trust(p)
     p.set_defaults(func=run)
 
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
         validation_size=args.validation_size, init_from=args.init_from,
-        teacher=args.teacher, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,

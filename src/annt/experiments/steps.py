@@ -27,7 +27,7 @@ from annt.experiments.trust import load_slot_model
 from annt.inputs.fit import check_fits
 from annt.metrics import evaluate_set, match_clean
 from annt.models.inference import accuracy
-from annt.store.adversarial_set import AdversarialSet, load_adversarial_set, save_adversarial_set
+from annt.store.adversarial_set import AdversarialSet, load_recorded_set, save_adversarial_set
 from annt.store.atomic import atomic_save_npz
 from annt.store.checkpoint import WEIGHTS, read_meta
 from annt.store.hashing import file_digest
@@ -213,7 +213,7 @@ def evaluate_cell(ctx: StudyContext, adv: SetHandle, target: ModelHandle) -> Non
            "max_samples": plan.spec.samples, "flag": plan.spec.flag.model_dump()}
 
     def compute(h: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-        adv_set = load_adversarial_set(ctx.out / adv.path)
+        adv_set = load_recorded_set(ctx.out / adv.path, ctx.book.db.value("attack_sets", adv.cell, "sha256"))
         clean = match_clean(adv_set, ctx.test_sets[target.slot.dataset])
         ev = evaluate_set(target.load(plan.device), adv_set, clean, mode=mode,
                           max_samples=plan.spec.samples, criterion=plan.spec.flag)

@@ -26,11 +26,16 @@ def verify_slot_checkpoint(text: str, path: Path, trust: bool) -> dict[str, Any]
 
 
 def load_slot_model(slot: ModelSlot, folder: Path, device: torch.device) -> nn.Module:
-    """Load a study model: zoo entries against their manifest, trained ones against their seal."""
+    """Load a study model: zoo entries against their manifest, given folders against their seal.
+
+    Models the study trained itself were checked against the weights hash in its database
+    (``intact_model``) or have just been written, so their seal is not required.
+    """
     from annt.store.checkpoint import load_checkpoint
     from annt.zoo import zoo_entry
 
     if slot.zoo_name is not None and slot.checkpoint is not None:
         entry = zoo_entry(slot.zoo_name[4:])
         return load_checkpoint(folder, device=device, expected_seal=entry["checkpoint_sha256"])
-    return load_checkpoint(folder, device=device, trust_unverified=slot.trust_unverified)
+    trust = slot.trust_unverified or slot.checkpoint is None
+    return load_checkpoint(folder, device=device, trust_unverified=trust)

@@ -20,7 +20,7 @@ from annt.report.aggregate import bits_label, bits_order, group
 from annt.report.figures import heatmap, metric_vs_bits
 from annt.report.images import adversarial_grid, progression_grid
 from annt.report.tables import Table, models_table, table6, table7, transfer_matrices
-from annt.store.adversarial_set import load_adversarial_set
+from annt.store.adversarial_set import load_recorded_set
 from annt.store.atomic import atomic_write_text
 from annt.store.results import ResultsDB
 
@@ -69,7 +69,7 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
     first = [r for r in sets if r["run"] == 0]
     first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"])))
     for row in first:
-        adv = load_adversarial_set(out_dir / row["path"])
+        adv = load_recorded_set(out_dir / row["path"], row.get("sha256"))
         take = slice(0, min(k, len(adv)))
         split = _clean_images(row["dataset"], data_dir, cache)
         clean = None

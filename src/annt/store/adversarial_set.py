@@ -140,3 +140,17 @@ def load_adversarial_set(path: str | Path, *, trust_unverified: bool = False) ->
     if meta.get("count") is not None and meta["count"] != n:
         raise AnntError(f"{where}: sidecar says {meta['count']!r} images, the file holds {n}")
     return AdversarialSet(images, labels, index, success, costs, extras, meta)
+
+
+def load_recorded_set(path: str | Path, sha256: str | None) -> AdversarialSet:
+    """A set a study wrote, checked against the sha256 its results database recorded.
+
+    That record is the proof, so sets written before sidecars carried hashes still load; a
+    sidecar seal, when present, is checked as well.
+    """
+    path = Path(path)
+    regular_file(path, "adversarial set", MAX_NPZ_BYTES)
+    if not sha256 or file_digest(path) != sha256:
+        raise AnntError(f"corrupt adversarial set {path}: its sha256 does not match the one recorded in the"
+                        " results database; re-run the study to recompute it")
+    return load_adversarial_set(path, trust_unverified=True)
