@@ -195,6 +195,9 @@ for key, value, match in (
     ("geometry.num_classes", None, "geometry.num_classes"), ("geometry.num_classes", 10**9, "geometry.num_classes"),
     ("dataset", 5, "dataset"), ("classes", "0123456789", "classes"), ("classes", [0, 1], "classes"),
     ("weights_sha256", 5, "weights_sha256"), ("weights_sha256", "zz", "weights_sha256"),
+    ("epochs", "ten", "epochs"), ("epochs", -1, "epochs"), ("seed", 1.5, "seed"),
+    ("validation_accuracy", "high", "validation_accuracy"), ("test_accuracy", 7, "test_accuracy"),
+    ("test_accuracy", True, "test_accuracy"),
     ("geometry.channels", 3, "does not fit|size mismatch"), ("geometry.num_classes", 12, "does not fit"),
     ("geometry.image_size", 32, "does not fit|cannot build|expects"),
 ):

@@ -116,6 +116,14 @@ def _validate(meta: dict[str, Any], side: Path) -> None:
     if "classes" in meta and (not isinstance(meta["classes"], list)
                               or not all(isinstance(c, str) for c in meta["classes"])):
         raise bad("classes", "must be a list of class names")
+    for key in ("epochs", "seed"):
+        if key in meta and meta[key] is not None and (not _is_int(meta[key]) or meta[key] < 0):
+            raise bad(key, "must be an integer >= 0")
+    for key in ("validation_accuracy", "test_accuracy"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise bad(key, "must be a number in [0,1]")
     for key in ("weights_sha256", SEAL):
         value = meta.get(key)
         if value is not None and (not isinstance(value, str) or len(value) != 64 or set(value) - _HEX):
