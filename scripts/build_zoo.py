@@ -20,6 +20,7 @@ from pathlib import Path
 from annt.store.atomic import atomic_write_json
 from annt.store.checkpoint import SIDECAR, WEIGHTS, load_checkpoint, read_meta
 from annt.store.hashing import file_digest
+from annt.zoo import seal_zoo
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "annt" / "zoo"
 
@@ -80,6 +81,7 @@ def main(argv: list[str]) -> None:
             entries[name]["init_from"] = f"{source['checkpoint']} (sha256 {sha[:12]})" if sha else source["checkpoint"]
         print(json.dumps(entries[name]))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
+    seal_zoo(ZOO)  # sidecar seals + manifest hashes that zoo:NAME loading checks
 
 
 if __name__ == "__main__":

@@ -15,11 +15,14 @@ from annt.version import __version__
 __all__ = ["__version__", "load", "run"]
 
 
-def load(spec: str | Path, device: str = "cpu"):
-    """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash-verified)."""
+def load(spec: str | Path, device: str = "cpu", *, trust_unverified: bool = False):
+    """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash- and seal-verified).
+
+    ``trust_unverified`` loads a checkpoint without a seal (older ANNT, other tools).
+    """
     from annt.zoo import load_model
 
-    return load_model(spec, device=device)
+    return load_model(spec, device=device, trust_unverified=trust_unverified)
 
 
 def run(spec: Any, **kwargs: Any):

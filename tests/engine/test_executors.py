@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from annt.experiments import run_study
+from annt.store.results import DB_NAME
 
 from .helpers import CELLS, SPEC, alive, count_cells, dump, start, wait_for, workers, write_spec
 
@@ -60,4 +65,38 @@ def test_two_runs_at_once_one_is_refused_nothing_lost(tmp_path, reference):
     line = errors[loser]
     assert line.startswith("annt: error:") and "\n" not in line, line
     assert f"in use by another annt run (pid {runs[winner].pid} on " in line
+    assert dump(out) == reference
+
+
+@pytest.mark.parametrize("workers_", [None, 2], ids=["serial", "processes"])
+def test_damaged_artifacts_are_recomputed_by_the_driver_check(tmp_path, reference_dir, reference, workers_):
+    """A finished study whose trained model, set and records file were damaged or lost afterwards.
+
+    The driver checks reused cells against the database's hashes before scheduling, so serial
+    and local processes recompute the same three cells and end with the reference rows; the
+    re-evaluated set's sidecar lacks its hashes (an older study's), so the worker reading it
+    relies on the database's sha256, which the driver hands over with the task.
+    """
+    out = tmp_path / "out"
+    shutil.copytree(reference_dir, out)
+    con = sqlite3.connect(out / DB_NAME)
+    set_path, records_path = con.execute(
+        "SELECT set_path, records_path FROM results ORDER BY cell LIMIT 1").fetchone()
+    other_set = con.execute("SELECT path FROM attack_sets WHERE path != ? ORDER BY cell LIMIT 1",
+                            (set_path,)).fetchone()[0]
+    model = con.execute("SELECT checkpoint FROM models ORDER BY cell LIMIT 1").fetchone()[0]
+    con.close()
+    side = out / Path(set_path).with_suffix(".json")
+    meta = json.loads(side.read_text())
+    del meta["sha256"], meta["npz_sha256"]
+    side.write_text(json.dumps(meta))
+    (out / records_path).unlink()
+    damaged = out / other_set
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[: len(original) // 2])
+    weights = out / model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64] + bytes(64))
+    result = run_study(SPEC, out=out, progress=False, workers=workers_)
+    assert result.computed == 3 and result.reused == CELLS - 3  # model, set, evaluation
+    assert damaged.read_bytes() == original and (out / records_path).is_file()
     assert dump(out) == reference

@@ -13,14 +13,17 @@ from typing import Annotated, Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from torch import nn
 
 from annt.attacks import boundary, cw, fgsm, jsma, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
+from annt.inputs.numbers import COUNT_MAX
+from annt.inputs.yaml_safe import load_yaml
 
 BACKENDS = ("annt", "art")
+MAX_PARAM_CHARS = 10_000
 
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -30,11 +33,19 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
 class _Params(BaseModel):
-    """Shared config: unknown keys and loose types are errors."""
+    """Shared config: unknown keys, loose types, NaN/inf and absurd counts are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     targeted: bool = False
+
+    @model_validator(mode="after")
+    def _bounded_counts(self) -> _Params:
+        """Counts (iterations, steps, trials, sizes) above COUNT_MAX would run for days: refuse them."""
+        for key, value in self:
+            if isinstance(value, int) and not isinstance(value, bool) and value > COUNT_MAX:
+                raise ValueError(f"{key} must be at most {COUNT_MAX}, got {value}")
+        return self
 
 
 def _norm(value: Any) -> Any:
@@ -145,7 +156,9 @@ def _describe(name: str, model: type[BaseModel], err: ValidationError) -> str:
         valid = ", ".join(model.model_fields)
         return f"unknown parameter {key!r} for attack {name!r}: valid parameters are {valid}"
     msg = first["msg"].removeprefix("Value error, ")
-    return f"bad parameter {key!r} for attack {name!r}: {msg} (got {first.get('input')!r})"
+    if not first["loc"]:  # a whole-model rule (e.g. a count bound): the message names the key
+        return f"bad parameter for attack {name!r}: {msg}"
+    return f"bad parameter {key!r} for attack {name!r}: {msg} (got {str(repr(first.get('input')))[:100]})"
 
 
 def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
@@ -166,10 +179,12 @@ def parse_param(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise AnntError(f"bad --param {text!r}: write key=value, e.g. eps=0.1")
     raw = raw.strip()
+    if len(raw) > MAX_PARAM_CHARS:
+        raise AnntError(f"bad --param {key}: the value is {len(raw)} characters, more than {MAX_PARAM_CHARS}")
     if raw.lower() in ("inf", "+inf"):
         return key, float("inf")
-    try:
-        return key, yaml.safe_load(raw) if raw else None
+    try:  # YAML 1.2 numbers (1e-3 too); aliases may not expand past a small bound
+        return key, load_yaml(raw, f"--param {key}", max_nodes=1000) if raw else None
     except yaml.YAMLError:
         return key, raw
 

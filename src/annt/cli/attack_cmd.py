@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
-from annt.cli.common import add_data_dir, add_device, load_model_arg, positive_int, resolve_device
+from annt.cli.common import (
+    add_data_dir,
+    add_device,
+    add_trust,
+    load_model_arg,
+    positive_int,
+    resolve_device,
+)
 from annt.errors import AnntError
+from annt.inputs.files import output_file
+from annt.inputs.numbers import seed_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,13 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attack", required=True, help="fgsm, jsma, uap, cw_l2, boundary (see `annt attacks`)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="attack parameter (repeatable)")
     p.add_argument("--samples", type=positive_int, default=1000, help="correctly classified test images to attack")
-    p.add_argument("--seed", type=int, default=0, help="seeds sample choice and the attack")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seeds sample choice and the attack")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
     p.add_argument("--backend", choices=("annt", "art"), default="annt")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", required=True, help="output .npz (a .json sidecar is written beside it)")
     add_data_dir(p)
     add_device(p)
+    add_trust(p)
     p.set_defaults(func=run)
 
 
@@ -33,19 +42,20 @@ def run(args: argparse.Namespace) -> int:
     from annt.attacks import parse_param, run_attack, validate_params
     from annt.data import load_dataset
     from annt.data.sampling import sample_correct
+    from annt.inputs.fit import check_fits
     from annt.store.adversarial_set import AdversarialSet, save_adversarial_set
 
-    out = Path(args.out)
-    if out.suffix != ".npz":
-        raise AnntError(f"--out {out} must end in .npz")
+    out = output_file(args.out, "--out", ".npz")
     params = validate_params(args.attack, dict(parse_param(p) for p in args.param))
     device = resolve_device(args.device)
-    model = load_model_arg(args.checkpoint, device)
+    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
     meta = getattr(model, "annt_meta", {})
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
         raise AnntError("the checkpoint names no dataset; pass --dataset")
-    chosen = sample_correct(model, load_dataset(dataset, "test", args.data_dir), args.samples, args.seed)
+    test = load_dataset(dataset, "test", args.data_dir)
+    check_fits(meta, test.x, test.y, f"dataset {dataset}", f"checkpoint {args.checkpoint}")
+    chosen = sample_correct(model, test, args.samples, args.seed)
     tic = time.perf_counter()
     result = run_attack(
         args.attack, model, chosen.x.to(device), chosen.y.to(device), params,

@@ -21,11 +21,18 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
-def load_model_arg(spec: str, device: torch.device) -> nn.Module:
-    """A checkpoint folder, or ``zoo:NAME`` for a bundled model."""
+def add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-unverified", action="store_true",
+        help="load checkpoints / adversarial sets that carry no sha256 seal (older ANNT, other tools)",
+    )
+
+
+def load_model_arg(spec: str, device: torch.device, trust_unverified: bool = False) -> nn.Module:
+    """A checkpoint folder, or ``zoo:NAME`` for a bundled model (hash-verified)."""
     from annt.zoo import load_model
 
-    return load_model(spec, device=device)
+    return load_model(spec, device=device, trust_unverified=trust_unverified)
 
 
 def positive_int(text: str) -> int:

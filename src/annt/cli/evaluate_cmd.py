@@ -8,8 +8,17 @@ from pathlib import Path
 
 import numpy as np
 
-from annt.cli.common import add_data_dir, add_device, load_model_arg, positive_int, resolve_device
+from annt.cli.common import (
+    add_data_dir,
+    add_device,
+    add_trust,
+    load_model_arg,
+    positive_int,
+    resolve_device,
+)
 from annt.data import SPLITS, load_dataset
+from annt.errors import AnntError
+from annt.inputs.files import output_dir
 from annt.store.atomic import atomic_save_npz, atomic_write_json
 
 
@@ -24,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=positive_int, default=None)
     add_data_dir(p)
     add_device(p)
+    add_trust(p)
     p.set_defaults(func=run)
 
 
@@ -32,12 +42,18 @@ def run(args: argparse.Namespace) -> int:
         from annt.cli.study_cmd import evaluate_adversarial_command
 
         return evaluate_adversarial_command(args)
+    from annt.inputs.fit import check_fits
     from annt.models.inference import predict_labels
 
+    if args.out:
+        output_dir(args.out, "--out")
     device = resolve_device(args.device)
-    model = load_model_arg(args.checkpoint, device)
-    dataset = args.dataset or model.annt_meta["dataset"]
+    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
+    dataset = args.dataset or model.annt_meta.get("dataset")
+    if not dataset:
+        raise AnntError("the checkpoint names no dataset; pass --dataset")
     images = load_dataset(dataset, args.split, args.data_dir)
+    check_fits(model.annt_meta, images.x, images.y, f"dataset {dataset}", f"checkpoint {args.checkpoint}")
     pred = predict_labels(model, images.x)
     correct = pred == images.y
     summary = {

@@ -67,8 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MemoryError, OSError) as exc:
         if os.environ.get("ANNT_DEBUG"):
             raise
-        print(f"annt: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"annt: error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, still one line (ANNT_DEBUG=1 shows it)
+        if os.environ.get("ANNT_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        print(f"annt: internal error: {type(exc).__name__}: {text} (re-run with ANNT_DEBUG=1 for the"
+              " traceback and please report it)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from annt.cli.common import add_data_dir, positive_int
+from annt.cli.common import add_data_dir, add_trust, positive_int
 from annt.device import resolve_device
 from annt.errors import AnntError
+from annt.inputs.files import output_dir, output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=positive_int, default=10, help="how many images to draw")
     p.add_argument("--dataset", default=None, help="dataset of the clean images (default: the set's)")
     add_data_dir(p)
+    add_trust(p)
     p.set_defaults(func=show_command)
 
 
@@ -52,8 +54,10 @@ def run_command(args: argparse.Namespace) -> int:
     where = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
     if args.check:
         from annt.experiments.graph import count_kinds
+        from annt.experiments.runner import _test_sets
 
         plan = prepare(args.spec, out=args.out, device=args.device, threads=args.threads, **where)
+        _test_sets(plan, download=False)  # the data must be there, not only the spec valid
         cells = plan.cells(report=False if args.no_report else None)
         print(json.dumps({"spec": args.spec, "valid": True, "cells": plan.cell_count(),
                           "by_kind": count_kinds(cells), "executor": plan.spec.executor.kind,
@@ -74,6 +78,8 @@ def report_command(args: argparse.Namespace) -> int:
 
     if not Path(args.outdir).is_dir():
         raise AnntError(f"{args.outdir} is not a directory")
+    if args.out:
+        output_dir(args.out, "--out")
     path = write_report(args.outdir, study=args.study, data_dir=args.data_dir,
                         grid_images=args.grid_images, report_dir=args.out)
     print(json.dumps({"report": str(path)}))
@@ -94,10 +100,8 @@ def show_command(args: argparse.Namespace) -> int:
     from annt.report.images import adversarial_grid
     from annt.store.adversarial_set import load_adversarial_set
 
-    adv = load_adversarial_set(args.set)
-    out = Path(args.out) if args.out else Path(args.set).with_suffix(".png")
-    if out.suffix.lower() != ".png":
-        raise AnntError(f"--out {out} must end in .png")
+    adv = load_adversarial_set(args.set, trust_unverified=args.trust_unverified)
+    out = output_file(args.out if args.out else Path(args.set).with_suffix(".png"), "--out", ".png")
     take = slice(0, min(args.images, len(adv)))
     clean = _clean_for(adv, args.dataset or adv.meta.get("dataset"), args.data_dir)
     title = " ".join(str(adv.meta[k]) for k in ("attack", "model", "bits") if adv.meta.get(k))
@@ -123,13 +127,18 @@ def evaluate_adversarial_command(args: argparse.Namespace) -> int:
     model classifies correctly count (at most ``--max-samples``, default 1000).
     """
     from annt.cli.common import load_model_arg
+    from annt.inputs.fit import check_fits
     from annt.metrics import evaluate_set
     from annt.store.adversarial_set import load_adversarial_set
     from annt.store.atomic import atomic_save_npz, atomic_write_json
 
-    adv = load_adversarial_set(args.adversarial)
+    if getattr(args, "out", None):
+        output_dir(args.out, "--out")
+    adv = load_adversarial_set(args.adversarial, trust_unverified=args.trust_unverified)
     device = resolve_device(args.device)
-    model = load_model_arg(args.checkpoint, device)
+    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
+    check_fits(model.annt_meta, adv.images, adv.labels, f"adversarial set {args.adversarial}",
+               f"checkpoint {args.checkpoint}")
     dataset = args.dataset or adv.meta.get("dataset") or getattr(model, "annt_meta", {}).get("dataset")
     if not dataset:
         raise AnntError("neither the set nor the checkpoint names a dataset; pass --dataset")

@@ -5,17 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from annt.cli.common import add_data_dir, add_device, positive_int, resolve_device
+from annt.cli.common import add_data_dir, add_device, add_trust, positive_int, resolve_device
 from annt.data import dataset_info
+from annt.inputs.numbers import finite_float_arg, milestone_list, seed_arg
 from annt.models import model_info
 from annt.quant import parse_bits
-
-
-def _epoch_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epochs like 32,48, got {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="dataset name (default: the model's own)")
     p.add_argument("--bits", default="fp", help="'fp', n (W=A=n, G=32) or 'W,A,G' (default fp)")
     p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=finite_float_arg, default=None)
     p.add_argument(
-        "--lr-milestones", type=_epoch_list, default=None,
+        "--lr-milestones", type=milestone_list, default=None,
         metavar="E1,E2", help="epochs at which the learning rate is multiplied by 0.1",
     )
     p.add_argument(
@@ -41,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (0..1)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--weight-decay", type=finite_float_arg, default=None)
+    p.add_argument("--momentum", type=finite_float_arg, default=None)
     p.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None,
         help="pad 4 + random crop + horizontal flip (the ResNet/CIFAR default; flips suit objects, not digits)",
@@ -52,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="augment by a random translation of up to N pixels, no flip (suits digits)",
     )
     p.add_argument(
-        "--dropout", type=float, default=None,
+        "--dropout", type=finite_float_arg, default=None,
         help="training dropout rate (default: the model's own, 0.5 for Mnist A/B/C)",
     )
     p.add_argument("--validation-size", type=positive_int, default=None)
@@ -65,13 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--teacher", default=None, metavar="CHECKPOINT",
         help="distil from a trained model (folder or zoo:NAME), e.g. the FP twin of a quantized net",
     )
-    p.add_argument("--distill-weight", type=float, default=None, help="share of the teacher's loss (default 0.5)")
-    p.add_argument("--distill-temperature", type=float, default=None, help="softening temperature (default 4)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--distill-weight", type=finite_float_arg, default=None, help="share of the teacher's loss (default 0.5)")
+    p.add_argument("--distill-temperature", type=finite_float_arg, default=None, help="softening temperature (default 4)")
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL-DATASET-BITS-sSEED)")
     p.add_argument("--no-progress", action="store_true")
     add_data_dir(p)
     add_device(p)
+    add_trust(p)
     p.set_defaults(func=run)
 
 
@@ -92,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
         validation_size=args.validation_size, init_from=args.init_from,
-        teacher=args.teacher, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,

@@ -13,12 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from annt.errors import AnntError
+from annt.inputs.arrays import dataset_labels, float_images, image_shape
+from annt.inputs.files import read_npz, regular_file
+
+MAX_IMAGE_PIXELS = 4096 * 4096  # per image in a folder: larger is a decompression bomb, not data
 
 _IDX_DTYPES = {0x08: np.uint8}
 
 
 def read_idx_gz(path: Path) -> np.ndarray:
     """Read a gzip'd IDX file (magic: 0, 0, dtype, ndim; big-endian dims)."""
+    regular_file(path, "IDX file")
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
@@ -56,6 +61,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one ``cifar-10-batches-py`` batch into NHWC uint8 images and labels."""
+    regular_file(path, "CIFAR batch")
     try:
         with open(path, "rb") as f:
             batch = _ArrayOnlyUnpickler(f, encoding="bytes").load()
@@ -67,30 +73,52 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read ``x`` (NHWC or NHW, uint8 or float in [0,1]) and ``y`` from an npz, never unpickling."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if "x" not in z.files or "y" not in z.files:
-                raise AnntError(f"npz dataset {path} must hold arrays 'x' and 'y', found {z.files}")
-            x, y = z["x"], z["y"]
-    except AnntError:
-        raise
-    except (OSError, ValueError, EOFError) as exc:
-        raise AnntError(f"corrupt npz file {path}: {exc}") from None
+    """Read ``x`` (NHWC or NHW, uint8 or float in [0,1]) and ``y`` from an npz, never unpickling.
+
+    Sizes are checked before reading and labels before anything is sized by them.
+    """
+    arrays = read_npz(path, "npz dataset")
+    if "x" not in arrays or "y" not in arrays:
+        raise AnntError(f"npz dataset {path} must hold arrays 'x' and 'y', found {sorted(arrays)}")
+    x, y = arrays["x"], arrays["y"]
+    where = f"npz dataset {path}"
     if x.ndim == 3:
         x = x[..., None]
-    if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
-        raise AnntError(f"npz dataset {path}: need x [N,H,W(,C)] and y [N], got {x.shape}, {y.shape}")
-    return x, y.astype(np.int64)
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise AnntError(f"{where}: x must be [N,H,W] or [N,H,W,C] with C 1 or 3, got shape {x.shape}")
+    if x.dtype != np.uint8:
+        float_images(x, f"{where}: x")
+    else:
+        image_shape(x, f"{where}: x")
+    return x, dataset_labels(y, len(x), where)
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
-def read_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One sub-folder per class (sorted names = class indices), PNG/JPEG images of one size."""
+def _read_image(file: Path) -> np.ndarray:
+    """Pixels of one image; the size is checked from the header before anything is decoded."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise AnntError(f"image {file} is {w}x{h} pixels, more than the limit of"
+                                    f" {MAX_IMAGE_PIXELS} (a decompression bomb?)")
+                return np.asarray(im.convert("L" if im.mode in ("L", "1", "P") else "RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise AnntError(f"image {file} refused as a decompression bomb: {exc}") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise AnntError(f"unreadable image {file}: {exc}") from None
+
+
+def read_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One sub-folder per class (sorted names = class indices), PNG/JPEG images of one size."""
     if not root.is_dir():
         raise AnntError(f"image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -101,11 +129,7 @@ def read_image_folder(root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
         for file in sorted((root / name).iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            try:
-                with Image.open(file) as im:
-                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "P") else "RGB"))
-            except (OSError, UnidentifiedImageError) as exc:
-                raise AnntError(f"unreadable image {file}: {exc}") from None
+            arr = _read_image(regular_file(file, "image"))
             images.append(arr if arr.ndim == 3 else arr[..., None])
             labels.append(label)
     if not images:

@@ -65,9 +65,17 @@ class CellBook:
         full = {**key, "annt_version": __version__}
         return full, cell_hash(full)
 
-    def finished(self, h: str) -> dict[str, Any] | None:
-        """The outputs of cell ``h`` when it finished before (linked to this study, counted)."""
+    def finished(self, h: str, intact: Callable[[str, dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:
+        """The outputs of cell ``h`` when it finished before (linked to this study, counted).
+
+        ``intact(hash, outputs)`` checks the finished cell's files (against the hashes the
+        database recorded); when it says no, the cell's done marker is dropped and ``None``
+        returned, so the cell is computed again.
+        """
         done = self.db.cell_outputs(h)
+        if done is not None and intact is not None and not intact(h, done):
+            self.db.forget(h)  # its artifact is damaged or gone: recompute it
+            done = None
         if done is not None:
             self.db.link(self.study, h)
             self.reused += 1
@@ -84,10 +92,14 @@ class CellBook:
         kind: str,
         key: Mapping[str, Any],
         compute: Callable[[str], tuple[dict[str, Any], str | None, dict[str, Any] | None]],
+        intact: Callable[[str, dict[str, Any]], bool] | None = None,
     ) -> CellOutcome:
-        """``compute(hash) -> (outputs, table, row)`` writes its files unless the cell finished before."""
+        """``compute(hash) -> (outputs, table, row)`` writes its files unless the cell finished before.
+
+        ``intact(hash, outputs)`` checks a finished cell's files on reuse (see ``finished``).
+        """
         full, h = self.identify(key)
-        done = self.finished(h)
+        done = self.finished(h, intact)
         if done is not None:
             return CellOutcome(h, done, False)
         tic = time.perf_counter()

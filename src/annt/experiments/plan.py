@@ -38,6 +38,7 @@ class ModelSlot:
     recipe: dict[str, Any]
     spec_index: int
     zoo_name: str | None = None  # ``zoo:NAME`` as the spec wrote it: reports show it, not the install path
+    trust_unverified: bool = False  # the spec allows a checkpoint without a sha256 seal
 
     @property
     def key(self) -> str:
@@ -107,11 +108,12 @@ def resolve_checkpoint(text: str, spec_dir: Path | None) -> Path:
     return path
 
 
-def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec) -> None:
+def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec, text: str = "",
+                      trust: bool = False) -> None:
+    from annt.experiments.trust import verify_slot_checkpoint
     from annt.models import model_info
-    from annt.store.checkpoint import read_meta
 
-    meta = read_meta(path)  # raises when missing or incomplete
+    meta = verify_slot_checkpoint(text, path, trust)  # hashes, seal, zoo manifest
     if model_info(str(meta.get("model", "?"))).name != model:
         raise AnntError(f"checkpoint {path} holds model {meta.get('model')!r}, not {model!r}")
     if parse_bits(meta.get("bits")) != bits:
@@ -183,11 +185,11 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
                     key = f"{where}.checkpoints.{b.tag}" if m.checkpoints else f"{where}.checkpoint"
                     try:
                         path = resolve_checkpoint(ckpts[b], spec_dir)
-                        _check_checkpoint(path, dataset, name, b)
+                        _check_checkpoint(path, dataset, name, b, ckpts[b], m.trust_unverified)
                     except AnntError as exc:
                         raise _err(source, key, exc) from None
                     zoo_name = ckpts[b] if ckpts[b].startswith("zoo:") else None
-                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name))
+                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name, m.trust_unverified))
     return slots
 
 

@@ -3,7 +3,9 @@
 The driver takes the cells in the plan's order, starts each one whose dependencies have
 finished (as many at once as the executor runs), skips those the database already holds,
 and records each finished cell in one transaction. Re-running after any interruption,
-``kill -9`` included, continues where the study stopped.
+``kill -9`` included, continues where the study stopped. Before reusing a finished cell the
+driver checks its files against the hashes the database recorded
+(``annt.experiments.integrity``); a damaged or missing artifact is recomputed.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from annt.errors import AnntError
 from annt.experiments.cells import CellBook
 from annt.experiments.executors import Executor, make_executor
 from annt.experiments.graph import Cell
+from annt.experiments.integrity import intact_cell
 from annt.experiments.plan import StudyPlan, build_plan
 from annt.experiments.spec import SpecError, StudySpec, load_spec
 from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key
+from annt.inputs.results_db import check_ours
 from annt.store.lock import OutputLock
 from annt.store.results import DB_NAME, ResultsDB
 
@@ -61,8 +65,8 @@ def prepare(
     """
     parsed, source = load_spec(spec)
     if threads is not None:
-        if threads < 1:
-            raise AnntError(f"threads must be at least 1, got {threads}")
+        if not 1 <= threads <= 1024:  # the spec's own bound (model_copy does not validate)
+            raise AnntError(f"threads must be in 1..1024, got {threads}")
         parsed = parsed.model_copy(update={"threads": threads})
     parsed = _override_executor(parsed, executor, workers, ray_address)
     spec_dir = Path(spec).expanduser().resolve().parent if isinstance(spec, (str, Path)) else None
@@ -73,8 +77,8 @@ def _override_executor(spec: StudySpec, kind: str | None, workers: int | None,
                        address: str | None) -> StudySpec:
     if kind is None and workers is None and address is None:
         return spec
-    if workers is not None and workers < 1:
-        raise AnntError(f"workers must be at least 1, got {workers}")
+    if workers is not None and not 1 <= workers <= 4096:  # the spec's own bound (model_copy does not validate)
+        raise AnntError(f"workers must be in 1..4096, got {workers}")
     current = spec.executor
     if kind is None:
         kind = "ray" if address is not None else ("processes" if current.kind == "serial" else current.kind)
@@ -87,12 +91,12 @@ def _override_executor(spec: StudySpec, kind: str | None, workers: int | None,
     return spec.model_copy(update={"executor": current.model_copy(update=update)})
 
 
-def _test_sets(plan: StudyPlan) -> dict[str, ImageSet]:
-    """Load each dataset's test split now, so missing data fails before any work."""
+def _test_sets(plan: StudyPlan, download: bool = True) -> dict[str, ImageSet]:
+    """Load each dataset's test split now, so missing data fails before any work (``--check`` too)."""
     sets = {}
     for i, name in enumerate(dict.fromkeys(s.dataset for s in plan.slots)):
         try:
-            sets[name] = load_dataset(name, "test", plan.spec.data_dir)
+            sets[name] = load_dataset(name, "test", plan.spec.data_dir, download=download)
         except AnntError as exc:
             raise SpecError(plan.source, f"datasets[{i}]", str(exc)) from None
     return sets
@@ -166,7 +170,7 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                 failure = failure or exc
                 return
             book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
-            done[job.cell.id] = Done(fin.hash, fin.outputs)
+            done[job.cell.id] = Done(fin.hash, fin.outputs, fin.row.get("sha256") if job.cell.kind == "craft" else None)
             bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
@@ -181,11 +185,13 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                 for cell in [c for c in waiting if all(d in done for d in c.deps)]:
                     waiting.remove(cell)
                     key, h = book.identify(cell_key(plan, cell, done))
-                    outputs = book.finished(h)
+                    # reuse only what still checks out against the database (else: recompute)
+                    outputs = book.finished(h, lambda h, out, cell=cell: intact_cell(plan.out_dir, db, cell, h, out))
                     if outputs is None:
                         ready.append((cell, key, h))
                     else:
-                        done[cell.id] = Done(h, outputs)
+                        sha = db.value("attack_sets", h, "sha256") if cell.kind == "craft" else None
+                        done[cell.id] = Done(h, outputs, sha)
                         bar.update(1)
                         changed = True
             ready.sort(key=lambda item: order[item[0].id])
@@ -244,6 +250,7 @@ def run_study(
     plan = prepare(spec, out=out, device=device, threads=threads, executor=executor, workers=workers,
                    ray_address=ray_address)
     test_sets = _test_sets(plan)
+    check_ours(plan.out_dir / DB_NAME)  # a foreign results.sqlite: refused before the lock file is made
     report_path = None
     with OutputLock(plan.out_dir, wait=wait):
         computed, reused = execute(plan, test_sets, progress=progress)

@@ -16,6 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from annt.errors import AnntError
+from annt.inputs.files import MAX_YAML_BYTES, regular_file
+from annt.inputs.numbers import SEED_MAX
+from annt.inputs.yaml_safe import load_yaml
 from annt.metrics.flags import FlagCriterion
 from annt.store.naming import slug  # noqa: F401  (re-exported: studies name files with it)
 
@@ -50,7 +53,7 @@ class TrainSettings(BaseModel):
 
     epochs: int | None = Field(None, ge=1)
     train_limit: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
@@ -66,8 +69,18 @@ class ModelSpec(_Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     checkpoints: dict[str, str] = Field(default_factory=dict)
     checkpoint: str | None = None
+    trust_unverified: bool = False  # load checkpoints that carry no sha256 seal
 
     _lists = field_validator("bits", "datasets", mode="before")(_as_list)
+
+    @field_validator("bits", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        """YAML reads ``yes``/``true`` as booleans; neither they nor ``3.5`` are bitwidths."""
+        for item in value if isinstance(value, list) else []:
+            if isinstance(item, (bool, float)) or not isinstance(item, (str, int)):
+                raise ValueError(f"{item!r} is not a bitwidth: use fp, 1..16, 32 or 'W,A,G'")
+        return value
 
     @field_validator("checkpoints", mode="before")
     @classmethod
@@ -149,7 +162,7 @@ class StudySpec(_Strict):
     attacks: list[AttackSpec] = Field(min_length=1)
     samples: int = Field(1000, ge=1)
     runs: int = Field(3, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     transfer: Literal["none", "bitwidths", "all"] = "none"
     output: str | None = None
     device: str = "auto"
@@ -190,10 +203,11 @@ def _first_error(source: str, exc: ValidationError) -> SpecError:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """The YAML mapping in ``path``; one-line errors for missing files and bad YAML."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise AnntError(f"study spec {path} does not exist")
+    regular_file(path, "study spec", MAX_YAML_BYTES)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), path.name)
     except UnicodeDecodeError:
         raise SpecError(path.name, "", "not a text file") from None
     except yaml.YAMLError as exc:

@@ -24,21 +24,28 @@ from annt.experiments.attack_api import UNIVERSAL, craft
 from annt.experiments.cells import derive_seed
 from annt.experiments.graph import STORED_KIND, Cell, model_id
 from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
+from annt.experiments.trust import load_slot_model
+from annt.inputs.fit import check_fits
 from annt.metrics import evaluate_set, match_clean
 from annt.models.inference import accuracy
-from annt.store.adversarial_set import AdversarialSet, load_adversarial_set, save_adversarial_set
+from annt.store.adversarial_set import AdversarialSet, load_recorded_set, save_adversarial_set
 from annt.store.atomic import atomic_save_npz
-from annt.store.checkpoint import WEIGHTS, load_checkpoint, read_meta
+from annt.store.checkpoint import WEIGHTS, read_meta
 from annt.store.hashing import file_digest
 from annt.store.naming import slug
 
 
 @dataclass(frozen=True)
 class Done:
-    """A finished cell as the cells depending on it see it: its hash and outputs."""
+    """A finished cell as the cells depending on it see it: its hash and outputs.
+
+    ``sha256`` is the recorded hash of a crafted set (its ``attack_sets`` row): the cells
+    reading the set check it, wherever they run (workers have no database).
+    """
 
     hash: str
     outputs: dict[str, Any]
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class Workspace:
     """Per-process caches (test splits, loaded models, sampled images): never part of a result."""
 
     test_sets: dict[tuple[str, str | None], ImageSet] = field(default_factory=dict)
-    models: dict[tuple[str, str], nn.Module] = field(default_factory=dict)
+    models: dict[tuple[Any, ...], nn.Module] = field(default_factory=dict)
     samples: dict[tuple[str, int, int], ImageSet] = field(default_factory=dict)
 
     def test_set(self, plan: StudyPlan, dataset: str) -> ImageSet:
@@ -80,10 +87,11 @@ class Workspace:
             self.test_sets[key] = load_dataset(dataset, "test", plan.spec.data_dir)
         return self.test_sets[key]
 
-    def model(self, folder: Path, sha: str, device: torch.device) -> nn.Module:
-        key = (str(folder), f"{sha}@{device}")
+    def model(self, slot: ModelSlot, folder: Path, sha: str, device: torch.device) -> nn.Module:
+        """The slot's model: zoo entries checked against the manifest, given folders against their seal."""
+        key = (str(folder), f"{sha}@{device}", slot.zoo_name, slot.trust_unverified)
         if key not in self.models:
-            self.models[key] = load_checkpoint(folder, device=device)  # verifies the sha256
+            self.models[key] = load_slot_model(slot, folder, device)  # verifies hashes and seal
         return self.models[key]
 
 
@@ -182,8 +190,9 @@ def _load(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any],
     slot = task.cell.slot
     assert slot is not None and slot.checkpoint is not None
     folder, sha = slot.checkpoint.resolve(), task.key["sha256"]
-    model = ws.model(folder, sha, dev)
+    model = ws.model(slot, folder, sha, dev)
     test = ws.test_set(task.plan, slot.dataset)
+    check_fits(model.annt_meta, test.x, test.y, f"dataset {slot.dataset}", f"checkpoint {folder}")
     meta = read_meta(folder)
     row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha),
            "test_accuracy": accuracy(model, test.x, test.y),
@@ -225,7 +234,7 @@ def _craft(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any]
     assert attack is not None and cell.slot is not None
     source = _model(plan, cell.slot, task.deps)
     n, s_seed, a_seed = plan.spec.samples, task.key["sample_seed"], task.key["attack_seed"]
-    model = ws.model(source.folder, source.sha256, dev)
+    model = ws.model(source.slot, source.folder, source.sha256, dev)
     chosen = _samples(task, source, model, n, s_seed, ws)
     bar = tqdm(total=len(chosen), desc=f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag}"
                f" run {run}", unit="img", leave=False, disable=not task.progress)
@@ -272,9 +281,9 @@ def _evaluate(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, A
     source, target = _model(plan, cell.slot, task.deps), _model(plan, cell.target, task.deps)
     crafted = task.deps[cell.deps[0]]
     mode = task.key["mode"]
-    adv_set = load_adversarial_set(plan.out_dir / crafted.outputs["path"])
+    adv_set = load_recorded_set(plan.out_dir / crafted.outputs["path"], crafted.sha256)  # the DB's sha256
     clean = match_clean(adv_set, ws.test_set(plan, target.slot.dataset))
-    ev = evaluate_set(ws.model(target.folder, target.sha256, dev), adv_set, clean, mode=mode,
+    ev = evaluate_set(ws.model(target.slot, target.folder, target.sha256, dev), adv_set, clean, mode=mode,
                       max_samples=plan.spec.samples, criterion=plan.spec.flag)
     src, tgt = source.slot, target.slot
     path = plan.out_dir / "records" / src.dataset / f"{slug(src.model)}-{src.bits.tag}" \
@@ -297,7 +306,7 @@ def _progression(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str
     assert attack is not None and cell.slot is not None
     source = _model(plan, cell.slot, task.deps)
     k, s_seed, a_seed = task.key["images"], task.key["sample_seed"], task.key["seed"]
-    model = ws.model(source.folder, source.sha256, dev)
+    model = ws.model(source.slot, source.folder, source.sha256, dev)
     pool = _samples(task, source, model, plan.spec.samples, s_seed, ws)  # run 0's images: first k
     chosen = pool.subset(torch.arange(min(k, len(pool))))
     x, y = chosen.x.to(dev), chosen.y.to(dev)

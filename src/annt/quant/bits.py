@@ -61,8 +61,12 @@ def parse_bits(spec: BitSpec | str | int | None) -> BitSpec:
         raise AnntError(f"bad bitwidth {spec!r}: use 'fp', 1..16, 32 or 'W,A,G'")
     if isinstance(spec, int):
         return BitSpec(spec, spec, FULL)
-    text = str(spec).strip().lower()
-    if text in ("fp", "full", "32", ""):
+    if not isinstance(spec, str):
+        raise AnntError(f"bad bitwidth {spec!r}: use 'fp', 1..16, 32 or 'W,A,G'")
+    text = spec.strip().lower()
+    if not text:
+        raise AnntError("bad bitwidth '': use 'fp', one integer (1..16, 32), or 'W,A,G' such as '8,8,32'")
+    if text in ("fp", "full", "32"):
         return BitSpec()
     if text.endswith("bit") and text[:-3].isdigit():
         text = text[:-3]

@@ -11,16 +11,15 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from annt.errors import AnntError
+from annt.inputs.files import read_npz
 from annt.metrics.distances import L0_TOLERANCE
 from annt.metrics.flags import FlagCriterion
 from annt.report.aggregate import bits_label, bits_order, group
 from annt.report.figures import heatmap, metric_vs_bits
 from annt.report.images import adversarial_grid, progression_grid
 from annt.report.tables import Table, models_table, table6, table7, transfer_matrices
-from annt.store.adversarial_set import load_adversarial_set
+from annt.store.adversarial_set import load_recorded_set
 from annt.store.atomic import atomic_write_text
 from annt.store.naming import slug
 from annt.store.results import ResultsDB
@@ -70,7 +69,7 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
     first = [r for r in sets if r["run"] == 0]
     first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"])))
     for row in first:
-        adv = load_adversarial_set(out_dir / row["path"])
+        adv = load_recorded_set(out_dir / row["path"], row.get("sha256"))
         take = slice(0, min(k, len(adv)))
         split = _clean_images(row["dataset"], data_dir, cache)
         clean = None
@@ -89,8 +88,11 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
 def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> list[str]:
     lines = []
     for row in rows:
-        with np.load(out_dir / row["path"], allow_pickle=False) as z:
+        z = read_npz(out_dir / row["path"], "progression file")
+        try:
             frames, iters, clean = z["images"], z["iterations"].tolist(), z["clean"]
+        except KeyError as exc:
+            raise AnntError(f"corrupt progression file {out_dir / row['path']}: lacks {exc}") from None
         name = f"{slug(row['dataset'])}-{slug(row['model'])}-{row['bits_tag']}-{slug(row['label'])}.png"
         title = f"{row['label']} progression on {row['model']} {bits_label(row['bits_tag'])}"
         progression_grid(frames, iters, clean, folder / "progression" / name, title=title)

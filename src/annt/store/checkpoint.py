@@ -1,11 +1,15 @@
 """Checkpoints: ``model.safetensors`` + ``model.json`` sidecar; loading never unpickles.
 
-The sidecar records how to rebuild the model (name, bitwidth, dataset geometry) and the
-sha256 of the weights file, which is verified on every load.
+The sidecar records how to rebuild the model (name, bitwidth, dataset geometry, classes),
+the sha256 of the weights file and a seal: the sha256 of the whole sidecar (weights hash
+included), so editing ``bits`` or ``geometry`` is caught like a damaged weights file. A
+checkpoint without the seal (older ANNT, other tools) loads only when the caller says it
+trusts it (``trust_unverified``, ``--trust-unverified`` on the command line).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -16,12 +20,16 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from annt.errors import AnntError
+from annt.inputs.files import GiB, read_json_object, regular_file
 from annt.store.atomic import atomic_write_bytes, atomic_write_json
 from annt.store.hashing import file_digest
 from annt.version import __version__
 
 WEIGHTS = "model.safetensors"
 SIDECAR = "model.json"
+SEAL = "checkpoint_sha256"
+MAX_WEIGHTS_BYTES = 4 * GiB
+_HEX = set("0123456789abcdef")
 
 
 def _resolve(path: str | Path) -> Path:
@@ -32,70 +40,185 @@ def _resolve(path: str | Path) -> Path:
     if not path.is_dir():
         raise AnntError(f"checkpoint {path} does not exist")
     for name in (WEIGHTS, SIDECAR):
-        if not (path / name).is_file():
+        if not (path / name).exists():
             raise AnntError(f"checkpoint {path} is incomplete: {name} is missing")
     return path
 
 
+def seal_of(meta: dict[str, Any]) -> str:
+    """sha256 of the sidecar without its seal (canonical JSON), covering the weights hash."""
+    body = {k: v for k, v in meta.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write weights then sidecar (sidecar last, so a present sidecar means complete weights)."""
+    """Write weights then the sealed sidecar (sidecar last: a present sidecar means complete weights)."""
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(folder / WEIGHTS, save(state))
-    sidecar = dict(meta)
+    sidecar = {k: v for k, v in meta.items() if k != SEAL}
     sidecar["annt_version"] = __version__
     sidecar["weights_sha256"] = file_digest(folder / WEIGHTS)
+    sidecar[SEAL] = seal_of(sidecar)
     atomic_write_json(folder / SIDECAR, sidecar)
     return folder
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
+def seal(path: str | Path) -> str:
+    """(Re)seal an existing checkpoint in place: record its weights hash and the sidecar seal.
+
+    For checkpoints written before seals existed (the zoo is re-sealed with
+    ``python scripts/seal_zoo.py``). Returns the new seal.
+    """
     folder = _resolve(path)
+    meta = _parse(folder)
+    meta["weights_sha256"] = file_digest(regular_file(folder / WEIGHTS, "checkpoint weights", MAX_WEIGHTS_BYTES))
+    meta[SEAL] = seal_of(meta)
+    _validate(meta, folder / SIDECAR)
+    atomic_write_json(folder / SIDECAR, meta)
+    return meta[SEAL]
+
+
+def _parse(folder: Path) -> dict[str, Any]:
+    return read_json_object(folder / SIDECAR, "checkpoint sidecar")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _validate(meta: dict[str, Any], side: Path) -> None:
+    """Types and ranges of the fields that rebuild the model; one line naming the key."""
+    from annt.quant.bits import parse_bits
+
+    def bad(key: str, rule: str) -> AnntError:
+        return AnntError(f"checkpoint sidecar {side}: {key} {rule} (got {meta.get(key, '<missing>')!r})"
+                         if "." not in key else f"checkpoint sidecar {side}: {key} {rule}")
+
+    if not isinstance(meta.get("model"), str) or not meta["model"]:
+        raise bad("model", "must be a model name")
+    bits = meta.get("bits")
+    if isinstance(bits, bool) or not isinstance(bits, (str, int)):
+        raise bad("bits", "must be a bitwidth such as '1,1,32'")
     try:
-        return json.loads((folder / SIDECAR).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AnntError(f"corrupt checkpoint sidecar {folder / SIDECAR}: {exc}") from None
+        parse_bits(bits)
+    except AnntError as exc:
+        raise AnntError(f"checkpoint sidecar {side}: bits: {exc}") from None
+    geometry = meta.get("geometry")
+    if not isinstance(geometry, dict):
+        raise bad("geometry", "must be an object with channels, image_size, num_classes")
+    for key, lo, hi in (("channels", 1, 16), ("image_size", 1, 4096), ("num_classes", 2, 10_000)):
+        value = geometry.get(key)
+        if not _is_int(value) or not lo <= value <= hi:
+            raise bad(f"geometry.{key}", f"must be an integer in {lo}..{hi}, got {value!r}")
+    if "dataset" in meta and not isinstance(meta["dataset"], str):
+        raise bad("dataset", "must be a dataset name")
+    if "classes" in meta and (not isinstance(meta["classes"], list)
+                              or not all(isinstance(c, str) for c in meta["classes"])):
+        raise bad("classes", "must be a list of class names")
+    for key in ("epochs", "seed"):
+        if key in meta and meta[key] is not None and (not _is_int(meta[key]) or meta[key] < 0):
+            raise bad(key, "must be an integer >= 0")
+    for key in ("validation_accuracy", "test_accuracy"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise bad(key, "must be a number in [0,1]")
+    for key in ("weights_sha256", SEAL):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) != 64 or set(value) - _HEX):
+            raise bad(key, "must be 64 lowercase hex digits")
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The sidecar, type-checked (its hashes are checked by ``verify_checkpoint``)."""
+    folder = _resolve(path)
+    meta = _parse(folder)
+    _validate(meta, folder / SIDECAR)
+    return meta
+
+
+def verify_checkpoint(
+    path: str | Path, *, trust_unverified: bool = False, expected_seal: str | None = None,
+) -> dict[str, Any]:
+    """The sidecar after checking the weights hash and the seal; raises one line otherwise.
+
+    ``expected_seal`` (the zoo manifest's record) must also match. A checkpoint without a
+    seal or weights hash is refused unless ``trust_unverified``.
+    """
+    folder = _resolve(path)
+    meta = read_meta(folder)
+    weights = regular_file(folder / WEIGHTS, "checkpoint weights", MAX_WEIGHTS_BYTES)
+    recorded = meta.get("weights_sha256")
+    if (recorded is None or SEAL not in meta) and not trust_unverified:
+        missing = "weights_sha256" if recorded is None else SEAL
+        raise AnntError(
+            f"checkpoint {folder} is unverified: its sidecar has no {missing}; pass --trust-unverified"
+            " (trust_unverified=True) if you trust its source, or re-seal it with annt.store.checkpoint.seal"
+        )
+    if recorded is not None:
+        actual = file_digest(weights)
+        if actual != recorded:
+            raise AnntError(
+                f"corrupt checkpoint {folder}: weights sha256 {actual[:12]}... does not match"
+                f" the recorded {recorded[:12]}...; retrain or restore the file"
+            )
+    if SEAL in meta and seal_of(meta) != meta[SEAL]:
+        raise AnntError(
+            f"checkpoint {folder}: sidecar {SIDECAR} was changed after saving (its {SEAL} does not match"
+            " its fields, e.g. model, bits, geometry or classes); restore the original file"
+        )
+    if expected_seal is not None and meta.get(SEAL) != expected_seal:
+        raise AnntError(
+            f"checkpoint {folder} does not match its manifest: seal {str(meta.get(SEAL))[:12]}... is not"
+            f" the recorded {expected_seal[:12]}...; reinstall ANNT or restore the files"
+        )
+    return meta
 
 
 def load_state(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights tensors; ``expected_sha256`` (else the sidecar's) must match the file."""
     folder = _resolve(path)
-    meta = read_meta(folder)
-    expected = expected_sha256 or meta.get("weights_sha256")
-    actual = file_digest(folder / WEIGHTS)
+    weights = regular_file(folder / WEIGHTS, "checkpoint weights", MAX_WEIGHTS_BYTES)
+    expected = expected_sha256 or read_meta(folder).get("weights_sha256")
+    actual = file_digest(weights)
     if expected and actual != expected:
         raise AnntError(
             f"corrupt checkpoint {folder}: weights sha256 {actual[:12]}... does not match"
             f" the recorded {expected[:12]}...; retrain or restore the file"
         )
     try:
-        return load_file(folder / WEIGHTS)
+        return load_file(weights)
     except (SafetensorError, OSError, ValueError) as exc:
         raise AnntError(f"corrupt checkpoint {folder}: {exc}") from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """One call from a checkpoint folder to a ready ``nn.Module`` in eval mode."""
-
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", *,
+    trust_unverified: bool = False, expected_seal: str | None = None,
+) -> nn.Module:
+    """One call from a verified checkpoint folder to a ready ``nn.Module`` in eval mode."""
     from annt.models import create_model
 
-    meta = read_meta(path)
+    meta = verify_checkpoint(path, trust_unverified=trust_unverified, expected_seal=expected_seal)
+    geometry = meta["geometry"]
     try:
-        geometry = meta["geometry"]
         model = create_model(
-            meta["model"],
-            meta["bits"],
-            in_channels=geometry["channels"],
-            num_classes=geometry["num_classes"],
-            image_size=geometry["image_size"],
+            meta["model"], meta["bits"], in_channels=geometry["channels"],
+            num_classes=geometry["num_classes"], image_size=geometry["image_size"],
         )
-    except KeyError as exc:
-        raise AnntError(f"corrupt checkpoint sidecar {path}: missing key {exc}") from None
-    state = load_state(path)
+    except (RuntimeError, ValueError) as exc:
+        raise AnntError(f"checkpoint {path}: cannot build {meta['model']} with geometry {geometry}: {exc}") from None
+    folder = _resolve(path)
+    try:
+        state = load_file(folder / WEIGHTS)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AnntError(f"corrupt checkpoint {folder}: {exc}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "shape mismatch"
+        lines = [ln.strip() for ln in str(exc).splitlines() if "mismatch" in ln or "Missing" in ln]
+        first = (lines or [ln for ln in str(exc).splitlines() if ln.strip()] or ["shape mismatch"])[0]
         raise AnntError(f"checkpoint {path} does not fit model {meta['model']}: {first}") from None
     model.annt_meta = meta  # type: ignore[attr-defined]
-
     return model.to(device).eval()

@@ -9,8 +9,11 @@ from annt.errors import ChecksumError
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hash of a regular file; devices and pipes (e.g. a link to /dev/zero) are refused, not read forever."""
+    from annt.inputs.files import regular_file
+
     h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open(regular_file(path, "file"), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

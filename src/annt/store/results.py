@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from annt.errors import AnntError
+from annt.inputs.results_db import check_ours
 
 DB_NAME = "results.sqlite"
 SCHEMA_VERSION = "1"
@@ -56,6 +57,7 @@ class ResultsDB:
         self._columns: dict[str, tuple[str, ...]] = {}
         if not create and not self.path.is_file():
             raise AnntError(f"no results database at {self.path}; run a study there first")
+        check_ours(self.path)  # a foreign file is refused before anything writes to it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # autocommit mode: transactions are opened explicitly by ``transaction()``
@@ -179,6 +181,18 @@ class ResultsDB:
             )
             if study is not None:
                 c.execute("INSERT OR IGNORE INTO study_cells (study, cell) VALUES (?, ?)", (study, cell))
+
+    def forget(self, cell: str) -> None:
+        """Drop a finished cell's done marker (its artifact was found damaged: it is recomputed)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM cells WHERE hash = ?", (cell,))
+
+    def value(self, table: str, cell: str, column: str) -> Any:
+        """One column of a cell's typed row (``None`` when absent)."""
+        if column not in self.columns(table):
+            raise ValueError(f"unknown column {table}.{column}")
+        row = self.conn.execute(f"SELECT {_quoted(column)} FROM {_quoted(table)} WHERE cell = ?", (cell,)).fetchone()
+        return row[0] if row else None
 
     # ------------------------------------------------------------------ queries
     def rows(self, table: str, study: str | None = None) -> list[dict[str, Any]]:

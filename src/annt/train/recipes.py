@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from annt.errors import AnntError
@@ -10,21 +12,21 @@ from annt.errors import AnntError
 class Recipe(BaseModel):
     """Optimiser, schedule and augmentation for one training run."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     optimizer: str = Field("adam", pattern="^(adam|sgd)$")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10)  # larger overflows the optimiser state: a typo, not a recipe
     momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, le=1)
     batch_size: int = Field(128, ge=1)
-    epochs: int = Field(10, ge=1)
-    lr_milestones: list[int] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
+    epochs: int = Field(10, ge=1, le=100_000)
+    lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
     lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
     warmup_epochs: float = Field(0.0, ge=0)  # linear ramp from 0 to lr (per batch) before the schedule
     nesterov: bool = False  # Nesterov momentum (SGD only)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross-entropy against smoothed one-hot labels
     distill_weight: float = Field(0.0, ge=0, le=1)  # share of the loss from a teacher's soft labels
-    distill_temperature: float = Field(4.0, gt=0)
+    distill_temperature: float = Field(4.0, gt=0, le=1000)
     augment: bool = False  # pad 4 + random crop + horizontal flip (CIFAR; flips are wrong for digits)
     random_shift: int = Field(0, ge=0, le=8)  # random translation by up to N pixels, zero fill, no flip
     dropout: float | None = Field(None, ge=0, lt=1)  # training dropout rate; None: the model's own

@@ -257,17 +257,17 @@ def fit(
 def _provenance(source: str | Path, trained: nn.Module) -> dict[str, Any]:
     meta = trained.annt_meta  # type: ignore[attr-defined]
     return {"checkpoint": str(source), "model": meta["model"], "bits": meta["bits"],
-            "weights_sha256": meta["weights_sha256"]}
+            "weights_sha256": meta.get("weights_sha256")}
 
 
-def _warm_start(model: nn.Module, model_name: str, source: str | Path) -> dict[str, Any]:
+def _warm_start(model: nn.Module, model_name: str, source: str | Path, trust: bool = False) -> dict[str, Any]:
     """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar.
 
     Bitwidths may differ, and so may the layer set (quantized ResNets carry an extra BN per
     block): tensors present in both are copied, the rest keep their fresh initialisation and
     are listed in the provenance. Shapes must match.
     """
-    trained = load_model(source)
+    trained = load_model(source, trust_unverified=trust)
     meta = trained.annt_meta  # type: ignore[attr-defined]
     if meta["model"] != model_name:
         raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
@@ -295,6 +295,7 @@ def train_model(
     init_from: str | Path | None = None,
     teacher: str | Path | None = None,
     evaluate_test: bool = True,
+    trust_unverified: bool = False,
     **recipe_overrides: Any,
 ) -> TrainResult:
     """Train a registered model on a named dataset; the CLI's ``annt train``.
@@ -305,6 +306,7 @@ def train_model(
     with ``distill_weight`` (0.5 when a teacher is given and the weight is not).
     ``evaluate_test=False`` skips the final test-set evaluation (``test_accuracy`` is then NaN):
     for machines that hold only the training files, the test score is taken elsewhere later.
+    ``trust_unverified`` lets both be checkpoints without a seal (older ANNT, other tools).
     """
     spec = parse_bits(bits)
     if teacher is not None and recipe_overrides.get("distill_weight") is None:
@@ -330,10 +332,10 @@ def train_model(
             # resuming: the weights come from last/, so the source need not exist any more
             meta["init_from"] = read_meta(out / "last").get("init_from", {"checkpoint": str(init_from)})
         else:
-            meta["init_from"] = _warm_start(model, model_name, init_from)
+            meta["init_from"] = _warm_start(model, model_name, init_from, trust_unverified)
     teacher_model = None
     if teacher is not None:
-        teacher_model = load_model(teacher)
+        teacher_model = load_model(teacher, trust_unverified=trust_unverified)
         meta["teacher"] = _provenance(teacher, teacher_model)
     history, best_val = fit(
         model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress, teacher=teacher_model

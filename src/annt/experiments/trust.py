@@ -1,0 +1,41 @@
+"""Which checks a study's given checkpoints pass before and when they are used.
+
+A ``zoo:NAME`` checkpoint must match the zoo manifest; a folder must carry a valid seal
+unless the spec sets ``trust_unverified`` for its model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from annt.experiments.plan import ModelSlot
+
+
+def verify_slot_checkpoint(text: str, path: Path, trust: bool) -> dict[str, Any]:
+    """The verified sidecar of the checkpoint the spec names as ``text`` (resolved to ``path``)."""
+    from annt.store.checkpoint import verify_checkpoint
+    from annt.zoo import verify_zoo_checkpoint
+
+    if text.startswith("zoo:"):
+        return verify_zoo_checkpoint(text[4:])
+    return verify_checkpoint(path, trust_unverified=trust)
+
+
+def load_slot_model(slot: ModelSlot, folder: Path, device: torch.device) -> nn.Module:
+    """Load a study model: zoo entries against their manifest, given folders against their seal.
+
+    Models the study trained itself were checked against the weights hash in its database
+    (``intact_model``) or have just been written, so their seal is not required.
+    """
+    from annt.store.checkpoint import load_checkpoint
+    from annt.zoo import zoo_entry
+
+    if slot.zoo_name is not None and slot.checkpoint is not None:
+        entry = zoo_entry(slot.zoo_name[4:])
+        return load_checkpoint(folder, device=device, expected_seal=entry["checkpoint_sha256"])
+    trust = slot.trust_unverified or slot.checkpoint is None
+    return load_checkpoint(folder, device=device, trust_unverified=trust)
