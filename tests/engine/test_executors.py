@@ -61,3 +61,18 @@ def test_two_runs_at_once_one_is_refused_nothing_lost(tmp_path, reference):
     assert line.startswith("annt: error:") and "\n" not in line, line
     assert f"in use by another annt run (pid {runs[winner].pid} on " in line
     assert dump(out) == reference
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_keeps_finished_cells(tmp_path):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    proc = start(spec, out, "--workers", "2")
+    wait_for(lambda: count_cells(out) >= 1 and len(workers(proc.pid)) == 2, proc, what="a first cell")
+    pool = workers(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode() == "annt: interrupted; re-run the same command to resume\n"
+    time.sleep(1)
+    assert not any(alive(w) for w in pool)
+    assert count_cells(out) >= 1
