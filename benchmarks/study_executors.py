@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -42,7 +43,8 @@ def dump(out: Path) -> dict[str, list[tuple]]:
     return rows
 
 
-def run(spec: str, out: Path, executor: str) -> float:
+def run(spec: str, out: Path, executor: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + sys of the finished child processes) of one run."""
     kind, _, workers = executor.partition(":")
     args = [sys.executable, "-m", "annt.cli.main", "run", spec, "--out", str(out), "--no-report", "--quiet",
             "--executor", kind]
@@ -50,12 +52,14 @@ def run(spec: str, out: Path, executor: str) -> float:
         args += ["--workers", workers]
     if kind == "ray":
         args += ["--ray-address", "local"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tic = time.perf_counter()
     done = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     seconds = time.perf_counter() - tic
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{executor} failed: {done.stderr[-2000:]}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -71,18 +75,19 @@ def main() -> None:
     for executor in args.executors:
         out = base / executor.replace(":", "-")
         shutil.rmtree(out, ignore_errors=True)
-        seconds = run(args.spec, out, executor)
+        seconds, cpu = run(args.spec, out, executor)
         rows = dump(out)
         reference = reference or rows
-        results.append({"executor": executor, "seconds": round(seconds, 1), "cells": len(rows["cells"]),
+        results.append({"executor": executor, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+                        "load_average": round(os.getloadavg()[0], 1), "cells": len(rows["cells"]),
                         "identical_rows": rows == reference})
         print(json.dumps(results[-1]), flush=True)
     first = results[0]["seconds"]
-    lines = ["| executor | wall time (s) | speed-up vs " + args.executors[0] + " | cells | rows identical |",
-             "|---|---|---|---|---|"]
+    lines = ["| executor | wall time (s) | speed-up vs " + args.executors[0] + " | CPU time (s) | load average"
+             " at the end | cells | rows identical |", "|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['executor']} | {r['seconds']} | {first / r['seconds']:.2f}x | {r['cells']} |"
-                     f" {'yes' if r['identical_rows'] else 'NO'} |")
+        lines.append(f"| {r['executor']} | {r['seconds']} | {first / r['seconds']:.2f}x | {r['cpu_seconds']} |"
+                     f" {r['load_average']} | {r['cells']} | {'yes' if r['identical_rows'] else 'NO'} |")
     table = "\n".join(lines)
     print(table)
     if args.markdown:

@@ -100,3 +100,18 @@ def test_damaged_artifacts_are_recomputed_by_the_driver_check(tmp_path, referenc
     assert result.computed == 3 and result.reused == CELLS - 3  # model, set, evaluation
     assert damaged.read_bytes() == original and (out / records_path).is_file()
     assert dump(out) == reference
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_keeps_finished_cells(tmp_path):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+    proc = start(spec, out, "--workers", "2")
+    wait_for(lambda: count_cells(out) >= 1 and len(workers(proc.pid)) == 2, proc, what="a first cell")
+    pool = workers(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.decode() == "annt: interrupted; re-run the same command to resume\n"
+    time.sleep(1)
+    assert not any(alive(w) for w in pool)
+    assert count_cells(out) >= 1

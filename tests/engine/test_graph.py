@@ -93,3 +93,13 @@ def test_auto_batch_size_is_the_default_on_a_cpu():
     assert plan.attacks["mnist-embedded"][0].chunk == 100
     with pytest.raises(AnntError, match="batch_size"):
         prepare({**SPEC, "attacks": [{"name": "fgsm", "batch_size": 0}]}, out="/tmp/x")
+
+
+def test_a_new_column_reaches_an_existing_database(tmp_path):
+    with ResultsDB.in_dir(tmp_path, tables=TABLES) as db:
+        db.complete("c1", "model", {}, {}, table="models", row={"dataset": "d"})
+    grown = {**TABLES, "models": {**TABLES["models"], "note": "TEXT"}}
+    with ResultsDB.in_dir(tmp_path) as db:
+        db.ensure_tables(grown)
+        db.complete("c2", "model", {}, {}, table="models", row={"dataset": "d", "note": "new"})
+        assert [r["note"] for r in db.rows("models")] == [None, "new"]

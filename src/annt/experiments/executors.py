@@ -82,14 +82,12 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _init_worker(threads: int, device: str, counter: Any, parent: int) -> None:
+def _init_worker(threads: int, device: str, parent: int) -> None:
     global _DEVICE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     torch.set_num_threads(threads)
-    with counter.get_lock():
-        index = counter.value
-        counter.value += 1
-    _DEVICE = worker_device(torch.device(device), index)
+    identity = mp.current_process()._identity  # (k,) for the k-th process this driver started
+    _DEVICE = worker_device(torch.device(device), identity[0] - 1 if identity else 0)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
@@ -108,12 +106,14 @@ class ProcessExecutor:
         self._threads = default_threads(plan, workers)
         self._device = str(plan.device)
         self._ctx = mp.get_context("spawn")
+        # Ctrl-C terminates the workers; multiprocessing's tracker then frees the pool's
+        # semaphores itself and would print a warning about them on every interrupted run
+        os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        counter = self._ctx.Value("i", 0)
         return ProcessPoolExecutor(self.capacity, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(self._threads, self._device, counter, os.getpid()))
+                                   initargs=(self._threads, self._device, os.getpid()))
 
     def submit(self, task: Task) -> Future[Finished]:
         try:

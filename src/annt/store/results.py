@@ -80,10 +80,15 @@ class ResultsDB:
         return cls(Path(out_dir) / DB_NAME, create=create, tables=tables)
 
     def ensure_tables(self, tables: Schema) -> None:
-        """Create the typed tables that do not exist yet (existing ones are left as they are)."""
+        """Create missing typed tables and add missing columns (NULL in older rows); nothing is dropped."""
         with self.transaction() as c:
             for stmt in _table_statements(tables):
                 c.execute(stmt)
+            for table, columns in tables.items():
+                have = {r[1] for r in c.execute(f"PRAGMA table_info({_quoted(table)})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        c.execute(f"ALTER TABLE {_quoted(table)} ADD COLUMN {_quoted(column)} {kind}")
         self._columns.clear()
 
     def columns(self, table: str) -> tuple[str, ...]:
