@@ -16,11 +16,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from annt.attacks import boundary, cw, fgsm, jsma, uap
+from annt.attacks import apgd, boundary, cw, fgsm, jsma, pgd, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 
 BACKENDS = ("annt", "art")
+ART_ATTACKS = ("fgsm", "jsma", "uap", "cw_l2", "boundary")  # the rest are ANNT-only
 
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -106,6 +107,26 @@ class BoundaryParams(_Params):
     guided: bool = True
 
 
+class PgdParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    steps: PosInt = 40
+    step_size: PosFloat | None = None  # None: 2.5 * eps / steps
+    random_start: bool = True
+    restarts: PosInt = 1
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class ApgdParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    steps: PosInt = 100
+    restarts: PosInt = 1
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     name: str
@@ -122,6 +143,9 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("uap", uap.attack, UapParams, "Universal Adversarial Perturbation"),
         AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
         AttackSpec("boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)"),
+        AttackSpec("pgd", pgd.attack, PgdParams, "Projected Gradient Descent, Linf/L2, restarts"),
+        AttackSpec("apgd_ce", apgd.attack_ce, ApgdParams, "Auto-PGD with cross-entropy loss"),
+        AttackSpec("apgd_dlr", apgd.attack_dlr, ApgdParams, "Auto-PGD with the DLR loss"),
     )
 }
 
@@ -214,6 +238,9 @@ def run_attack(
     labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
     if backend == "art":
         from annt.attacks.art_backend import run_art
+
+        if spec.name not in ART_ATTACKS:
+            raise AnntError(f"attack {spec.name!r} has no 'art' backend: use backend 'annt'")
 
         return run_art(spec.name, model, inputs, labels, values, seed=seed, batch_size=batch_size)
     if backend != "annt":
