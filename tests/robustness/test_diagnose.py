@@ -15,7 +15,14 @@ from annt.cli.main import main
 from annt.errors import AnntError
 from annt.robustness import load_diagnose, run_checklist
 from annt.robustness.checks import Outcome, gradient_health, within_budget
-from annt.robustness.verdict import CLEAN, MASKING, judge_eps, judge_growing, verdict
+from annt.robustness.verdict import (
+    CLEAN,
+    MASKING,
+    judge_eps,
+    judge_growing,
+    judge_surrogates,
+    verdict,
+)
 
 QUICK = {"pgd": {"steps": 10}, "apgd_ce": {"steps": 10}, "apgd_dlr": {"steps": 10}}
 
@@ -37,6 +44,11 @@ def test_verdict_rules_on_constructed_evidence():
     assert judge_eps([fgsm, pgd, square], 0.3) == []  # within tolerance
     assert judge_growing([(0.1, 0.5), (1.0, 0.99)], "pgd") and not judge_growing([(0.2, 1.0)], "pgd")
     assert verdict([]) == CLEAN and verdict(["x"]) == MASKING
+    ste, soft = _outcome("pgd", "surrogate", [1, 1, 0, 0]), _outcome("pgd", "surrogate", [0, 0, 0, 0])
+    ste.params, soft.params = {"gradient": "ste"}, {"gradient": "soft"}
+    (line,) = judge_surrogates([ste, soft], "ste", 0.01)
+    assert "gradient=soft leaves 0.000 vs 0.500" in line
+    assert judge_surrogates([soft, ste], "soft", 0.01) == []
 
 
 def test_budget_check_and_zero_gradients():

@@ -104,12 +104,13 @@ def run_one(
 
 
 def gradient_options(attack: str = "pgd") -> list[str]:
-    """Values of an attack's ``gradient`` option (quantizer surrogates), [] when it has none."""
+    """Values of an attack's ``gradient`` option (quantizer surrogates), default first;
+    [] when it has none."""
     info = get_attack(attack).params_model.model_fields.get("gradient")
     if info is None:
         return []
     args = [a for a in typing.get_args(info.annotation) if isinstance(a, str)]
-    return args
+    return sorted(args, key=lambda a: a != info.default)
 
 
 def growing_eps(

@@ -165,7 +165,10 @@ def diagnose(
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise AnntError("diagnose: the checkpoint names no dataset; pass dataset")
-    eps_list = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    try:
+        eps_list = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    except (TypeError, ValueError):
+        raise AnntError(f"diagnose: eps must be one or more positive numbers, got {eps!r}") from None
     src = None
     if surrogate is not None:
         src = surrogate if isinstance(surrogate, nn.Module) else load_model(surrogate, device=device)
