@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
-from annt.attacks import boundary, cw, fgsm, jsma, uap
+from annt.attacks import boundary, cw, fgsm, jsma, square, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 
@@ -106,6 +106,15 @@ class BoundaryParams(_Params):
     guided: bool = True
 
 
+class SquareParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    max_queries: PosInt = 5000
+    p_init: Fraction = 0.8
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     name: str
@@ -122,6 +131,7 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("uap", uap.attack, UapParams, "Universal Adversarial Perturbation"),
         AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
         AttackSpec("boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)"),
+        AttackSpec("square", square.attack, SquareParams, "Square Attack (score-based, no gradients)"),
     )
 }
 
