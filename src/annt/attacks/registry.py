@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from torch import nn
 
-from annt.attacks import boundary, cw, fgsm, jsma, square, uap
+from annt.attacks import boundary, cw, fgsm, hop_skip_jump, jsma, square, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 from annt.quant.surrogate import DEFAULT_GRADIENT, DEFAULT_TEMPERATURE, gradient_surrogate
@@ -116,6 +116,17 @@ class SquareParams(_Params):
     _norm = field_validator("norm", mode="before")(_norm)
 
 
+class HopSkipJumpParams(_Params):
+    norm: Literal["2", "inf"] = "2"
+    max_iter: NonNegInt = 50
+    max_eval: PosInt = 10000
+    init_eval: PosInt = 100
+    init_size: PosInt = 100
+    max_queries: PosInt | None = None
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
 # Common parameters of every gradient-based attack: the quantizers' backward pass while
 # crafting (annt.quant.surrogate). Left out of validated parameters while at their defaults, so
 # that results stored before the option existed keep their identity.
@@ -159,6 +170,10 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
         AttackSpec(
             "boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)", False
+        ),
+        AttackSpec(
+            "hop_skip_jump", hop_skip_jump.attack, HopSkipJumpParams,
+            "HopSkipJump (decision-based, L2 / Linf)", False,
         ),
         AttackSpec(
             "square", square.attack, SquareParams, "Square Attack (score-based, no gradients)", False
