@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from torch import nn
 
-from annt.attacks import boundary, cw, fgsm, hop_skip_jump, jsma, square, uap
+from annt.attacks import boundary, cw, fgsm, fmn, hop_skip_jump, jsma, square, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 from annt.quant.surrogate import DEFAULT_GRADIENT, DEFAULT_TEMPERATURE, gradient_surrogate
@@ -127,6 +127,17 @@ class HopSkipJumpParams(_Params):
     _norm = field_validator("norm", mode="before")(_norm)
 
 
+class FmnParams(_Params):
+    norm: Literal["2", "inf"] = "2"
+    steps: PosInt = 100
+    alpha_init: PosFloat = 1.0
+    alpha_final: PosFloat | None = None
+    gamma_init: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    gamma_final: Annotated[float, Field(gt=0, lt=1)] = 0.001
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
 # Common parameters of every gradient-based attack: the quantizers' backward pass while
 # crafting (annt.quant.surrogate). Left out of validated parameters while at their defaults, so
 # that results stored before the option existed keep their identity.
@@ -171,6 +182,7 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec(
             "boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)", False
         ),
+        AttackSpec("fmn", fmn.attack, FmnParams, "Fast Minimum-Norm attack (L2 / Linf)"),
         AttackSpec(
             "hop_skip_jump", hop_skip_jump.attack, HopSkipJumpParams,
             "HopSkipJump (decision-based, L2 / Linf)", False,
