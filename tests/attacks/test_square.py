@@ -94,3 +94,12 @@ def test_square_matches_torchattacks(bits, norm, eps, mnist_test, correct):
     med_ours = torch.cat([d for _, d in ours]).median().item()
     med_ref = torch.cat([d for _, d in ref]).median().item()
     assert abs(med_ours - med_ref) <= 0.05 * med_ref, (med_ours, med_ref)
+
+
+def test_new_attacks_have_no_art_backend(zoo_fp):
+    from annt.errors import AnntError
+
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    for name in ("square", "hop_skip_jump", "fmn"):
+        with pytest.raises(AnntError, match=f"{name}: no ART backend"):
+            run_attack(name, zoo_fp, x, y, {}, backend="art")
