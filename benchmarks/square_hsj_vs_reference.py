@@ -1,13 +1,14 @@
-"""ANNT's Square and HopSkipJump against their reference implementations, in one run.
+"""ANNT's Square, HopSkipJump and FMN against their reference implementations, in one run.
 
 Same zoo model (Mnist A, FP and 1 bit), same N correctly classified MNIST test images, same
 budget, one thread. Square is compared with torchattacks' ``Square`` (its ``n_queries`` does
 not count the starting query, so it gets ``max_queries - 1``), HopSkipJump with ART's
-``HopSkipJump`` (ART's unseeded starting-noise generator is seeded here for repeatability).
+``HopSkipJump`` (ART's unseeded starting-noise generator is seeded here for repeatability),
+FMN with adv-lib's ``fmn`` (stand-in modules for its unused torchvision/visdom imports).
 Reports wall time, the speed ratio (reference / ANNT), success rate and median distance of the
 successful examples as a Markdown table.
 
-    pip install --no-deps torchattacks==3.5.1   # reference only; it would pull torchvision
+    pip install --no-deps torchattacks==3.5.1 adv-lib==0.2.8   # references; they'd pull torchvision
     OMP_NUM_THREADS=1 python benchmarks/square_hsj_vs_reference.py --samples 100
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,12 +81,33 @@ def art_hsj(model, x, norm, max_iter, init_eval, seed):
         hsj.np.random.RandomState = plain
 
 
+class _Stub(types.ModuleType):
+    """Empty module whose attributes are empty modules: adv-lib's unused torchvision imports."""
+
+    def __getattr__(self, name: str) -> types.ModuleType:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        sub = _Stub(f"{self.__name__}.{name}")
+        setattr(self, name, sub)
+        sys.modules[sub.__name__] = sub
+        return sub
+
+
+def adv_lib_fmn(model, x, y, norm, steps):
+    for name in ("torchvision", "visdom"):
+        sys.modules.setdefault(name, _Stub(name))
+    from adv_lib.attacks import fmn
+
+    return fmn(model, x, y, norm=2 if norm == "2" else float("inf"), steps=steps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--square-queries", type=int, default=200)
     ap.add_argument("--hsj-iter", type=int, default=5)
     ap.add_argument("--hsj-init-eval", type=int, default=50)
+    ap.add_argument("--fmn-steps", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=2, help="runs per row (pooled statistics)")
     ap.add_argument("--data-dir", default=os.environ.get("ANNT_DATA_DIR"))
     ap.add_argument("--out", type=Path, default=None, help="also write the table here")
@@ -93,6 +117,7 @@ def main() -> None:
     cases = [
         ("square", "1bit", "inf", 0.2), ("square", "fp", "2", 2.0),
         ("hop_skip_jump", "fp", "2", None), ("hop_skip_jump", "1bit", "inf", None),
+        ("fmn", "fp", "2", None), ("fmn", "1bit", "2", None),
     ]
     for attack, bits, norm, eps in cases:
         model = load_model(f"zoo:mnist_a@{bits}")
@@ -107,6 +132,12 @@ def main() -> None:
                 label = f"Square {norm} eps {eps}, {args.square_queries} queries"
                 ref_name = "torchattacks 3.5.1"
                 p_stat = 2.0  # Linf distance is eps by construction; L2 is informative
+            elif attack == "fmn":
+                params = {"norm": norm, "steps": args.fmn_steps}
+                ref, t = timed(lambda: adv_lib_fmn(model, x, y, norm, args.fmn_steps))  # noqa: B023
+                label = f"FMN {norm}, {args.fmn_steps} steps"
+                ref_name = "adv-lib 0.2.8"
+                p_stat = p
             else:
                 params = {"norm": norm, "max_iter": args.hsj_iter, "init_eval": args.hsj_init_eval}
                 ref, t = timed(lambda: art_hsj(model, x, norm, args.hsj_iter, args.hsj_init_eval, seed))  # noqa: B023
