@@ -143,7 +143,7 @@ def _step_linf(
     x: torch.Tensor, best: torch.Tensor, eps: float, p: float, gen: torch.Generator
 ) -> torch.Tensor:
     n, c, h, w = x.shape
-    s = min(max(int(round(math.sqrt(p * h * w))), 1), h - 1)
+    s = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1)
     mask = _window_mask(_corners(n, h - s, gen, x.device), _corners(n, w - s, gen, x.device), s, h, w)
     moved = (x + eps * _signs((n, c, 1, 1), gen, x.device)).clamp(0.0, 1.0)
     return torch.where(mask, moved, best)
@@ -154,7 +154,7 @@ def _step_l2(
 ) -> torch.Tensor:
     n, c, h, w = x.shape
     s = max(int(round(math.sqrt(p * h * w))), 3)
-    s = min(s + 1 if s % 2 == 0 else s, h - 1)
+    s = min(s + 1 if s % 2 == 0 else s, min(h, w) - 1)
     delta = best - x
     vh, vw = _corners(n, h - s, gen, x.device), _corners(n, w - s, gen, x.device)
     mask1 = _window_mask(vh, vw, s, h, w).float()
@@ -193,7 +193,7 @@ def attack(
         raise AnntError(f"square: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if inputs.dim() != 4:
         raise AnntError(f"square: inputs must be images [N, C, H, W], got {tuple(inputs.shape)}")
-    if inputs.shape[2] < 2 or inputs.shape[3] < 2 or (norm == "2" and inputs.shape[2] < 4):
+    if min(inputs.shape[2:]) < (4 if norm == "2" else 2):
         raise AnntError(f"square: images of {tuple(inputs.shape[2:])} pixels are too small")
     if int(max_queries) < 1:
         raise AnntError(f"square: max_queries must be at least 1, got {max_queries}")

@@ -21,6 +21,7 @@ the ``gradient`` / ``gradient_temperature`` parameters of every gradient-based a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -67,6 +68,5 @@ def surrogate_activation(x: torch.Tensor, q: torch.Tensor, k: int, mode: str, te
     y = x.clamp(0.0, 1.0) * n
     base = y.detach().floor()
     frac = y - base
-    smooth = torch.tanh((frac - 0.5) / temperature) / (2 * torch.tanh(torch.tensor(0.5 / temperature)))
-    smooth = smooth / n
+    smooth = torch.tanh((frac - 0.5) / temperature) / (2 * math.tanh(0.5 / temperature) * n)
     return q.detach() + (smooth - smooth.detach())
