@@ -21,6 +21,7 @@ batch), which keeps the batched code equivalent to attacking each image alone.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -91,8 +92,9 @@ def _eta_rectangles(x: int, y: int, device: torch.device) -> torch.Tensor:
     return delta / delta.pow(2).sum().sqrt()
 
 
+@functools.lru_cache(maxsize=64)
 def _eta(s: int, device: torch.device) -> torch.Tensor:
-    """The s x s pseudo-Gaussian pattern: + on the upper half, - on the lower, unit norm."""
+    """The s x s pseudo-Gaussian pattern: + on the upper half, - on the lower, unit norm (cached)."""
     delta = torch.zeros((s, s), device=device)
     delta[: s // 2] = _eta_rectangles(s // 2, s, device)
     delta[s // 2 :] = -_eta_rectangles(s - s // 2, s, device)
@@ -103,14 +105,14 @@ def _placed_eta(
     s: int, vh: torch.Tensor, vw: torch.Tensor, h: int, w: int, gen: torch.Generator
 ) -> torch.Tensor:
     """[n, 1, h, w]: the pattern (randomly transposed per sample) placed in each window, 0 elsewhere."""
-    device = vh.device
+    n, device = vh.shape[0], vh.device
     eta = _eta(s, device)
-    rows = (torch.arange(h, device=device)[None, :] - vh[:, None]).clamp(0, s - 1)
-    cols = (torch.arange(w, device=device)[None, :] - vw[:, None]).clamp(0, s - 1)
-    plain = eta[rows[:, :, None], cols[:, None, :]]
-    flipped = eta.t()[rows[:, :, None], cols[:, None, :]]
-    flip = torch.rand((vh.shape[0], 1, 1), generator=gen, device=device) > 0.5
-    return torch.where(flip, flipped, plain)[:, None] * _window_mask(vh, vw, s, h, w)
+    flip = torch.rand((n, 1, 1), generator=gen, device=device) > 0.5
+    values = torch.where(flip, eta.t(), eta).reshape(n, s * s)
+    steps = torch.arange(s, device=device)
+    index = (vh[:, None, None] + steps[None, :, None]) * w + vw[:, None, None] + steps[None, None, :]
+    canvas = torch.zeros((n, h * w), device=device)
+    return canvas.scatter_(1, index.reshape(n, s * s), values).view(n, 1, h, w)
 
 
 def _unit(x: torch.Tensor, norm: str) -> torch.Tensor:
