@@ -115,3 +115,13 @@ def test_registry_option_applies_and_leaves_no_trace(zoo_1bit, mnist_test, corre
         run_attack("fgsm", zoo_1bit, x, y[:3], {"gradient": "ste_noclip"})
     assert active_surrogate() == ("ste", 0.25)
     assert all(torch.equal(v, state[k]) for k, v in zoo_1bit.state_dict().items())
+
+
+def test_study_specs_accept_new_attacks_and_the_option():
+    from annt.experiments.attack_api import ParamError, validate_attack
+
+    assert validate_attack("square", {"eps": 0.1})["max_queries"] == 5000
+    assert validate_attack("fmn", {"gradient": "ste_noclip"})["gradient"] == "ste_noclip"
+    assert "gradient" not in validate_attack("fgsm", {"gradient": "ste"})
+    with pytest.raises(ParamError, match="gradient"):
+        validate_attack("hop_skip_jump", {"gradient": "soft"})
