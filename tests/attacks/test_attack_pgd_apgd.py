@@ -122,7 +122,7 @@ def test_bad_parameters_are_one_line():
 
 def test_art_backend_refuses_new_attacks_in_one_line(zoo):
     model, x, y = zoo["fp"]
-    with pytest.raises(AnntError, match="has no 'art' backend"):
+    with pytest.raises(AnntError, match="no ART backend"):
         run_attack("pgd", model, x[:2], y[:2], backend="art")
 
 
