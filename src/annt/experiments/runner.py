@@ -135,6 +135,10 @@ def _execute(plan: StudyPlan, test_sets: dict[str, ImageSet], progress: bool) ->
                             bar.set_postfix_str(f"progression {what}")
                             progression_cell(ctx, source, attack)
                             step(f"progression {what}")
+        if plan.spec.diagnose is not None:
+            from annt.robustness.study import diagnose_models
+
+            diagnose_models(ctx, handles)
         bar.close()
         db.finish_study(plan.study_id)
         return book.computed, book.reused
