@@ -30,7 +30,10 @@ from annt.attacks.base import (
     make_generator,
     predict,
 )
+from annt.errors import AnntError
+from annt.models.inference import inference_copy
 
+STEP_MODES = ("trial", "single")
 _LOW, _HIGH = 0.2, 0.5  # target band of the success ratio of both steps
 _GUIDED_SCALES = (1.0, 2.0, 4.0)  # source steps tried from the guided candidate, x epsilon
 
@@ -277,6 +280,79 @@ def _source_phase(
     return stalled
 
 
+_SPHERE_WINDOW, _STEP_WINDOW, _CHECK_EVERY = 100, 30, 10  # Foolbox 3's statistics windows
+
+
+def _single_steps(
+    st: _State, model: nn.Module, shape, active: torch.Tensor, p: dict, gen: torch.Generator
+) -> None:
+    """``step_mode="single"``: one combined orthogonal + source candidate per step and query.
+
+    Foolbox 3's variant of the Boundary Attack: the candidate is accepted when it is
+    adversarial (it is closer by construction). Every ``_CHECK_EVERY``-th step the orthogonal
+    point alone is also queried; the success ratios of the last ``_SPHERE_WINDOW`` orthogonal
+    and ``_STEP_WINDOW`` combined checks adapt ``delta`` and ``epsilon`` by ``1 / step_adapt``
+    (Foolbox's 1.5 for the default 0.667). About 1.1 queries per step instead of ART's ~30.
+    """
+    n = st.x.shape[0]
+    dev = st.x.device
+    factor = 1.0 / p["step_adapt"]
+    sph_hits, sph_n = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    step_hits, step_n = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    for step in range(1, p["max_iter"] + 1):
+        active &= st.epsilon >= p["min_epsilon"]
+        idx = active.nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        st.iters[idx] += 1
+        orig, adv = st.x[idx], st.adv[idx]  # the current point is the closest one so far
+        sphere = _orthogonal_candidates(adv, orig, st.delta[idx], 1, gen)[:, 0]
+        to_orig = orig - sphere
+        new_norm = to_orig.norm(dim=1).clamp(min=1e-12)
+        old_norm = (orig - adv).norm(dim=1)
+        length = (st.epsilon[idx] * old_norm + new_norm - old_norm).clamp(min=0) / new_norm
+        cand = (sphere + length[:, None] * to_orig).clamp_(0.0, 1.0)
+        check = step % _CHECK_EVERY == 0
+        both = torch.cat([cand, sphere]) if check else cand
+        labels = st.labels[idx].repeat(2) if check else st.labels[idx]
+        hit = is_adversarial(predict(model, both.view((-1,) + shape)), labels, st.targeted)
+        st.queries[idx] += 2 if check else 1
+        if check:
+            hit, sph_hit = hit[: idx.numel()], hit[idx.numel() :]
+            sph_hits[idx] += sph_hit.float()
+            sph_n[idx] += 1
+            step_hits[idx] += hit.float()
+            step_n[idx] += 1
+        closer = (cand - orig).norm(dim=1) < old_norm
+        take = hit & closer
+        st.move(idx[take], cand[take])
+        if check:
+            _window_adapt(st, sph_hits, sph_n, _SPHERE_WINDOW, (0.2, 0.5), factor, both_sizes=True)
+            _window_adapt(st, step_hits, step_n, _STEP_WINDOW, (0.1, 0.25), factor, False)
+
+
+def _window_adapt(
+    st: _State,
+    hits: torch.Tensor,
+    n: torch.Tensor,
+    window: int,
+    band: tuple[float, float],
+    factor: float,
+    both_sizes: bool,
+) -> None:
+    """Foolbox's rule: once a window is full, grow the step(s) above the band, shrink below."""
+    full = n >= window
+    if not bool(full.any()):
+        return
+    ratio = hits / n.clamp(min=1)
+    up, down = full & (ratio > band[1]), full & (ratio < band[0])
+    scale = torch.ones_like(ratio).masked_fill(up, factor).masked_fill(down, 1 / factor)
+    st.epsilon *= scale
+    if both_sizes:
+        st.delta *= scale
+    hits[full], n[full] = 0, 0
+
+
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -294,6 +370,7 @@ def attack(
     init_search_steps: int = 0,
     min_epsilon: float = 0.0,
     guided: bool = True,
+    step_mode: str = "trial",
     seed: int | None = None,
 ) -> AttackResult:
     """Batched Boundary Attack with ART's parameter names and defaults.
@@ -301,8 +378,16 @@ def attack(
     A sample stops when no step succeeds within ``num_trial`` retries (as in ART) or when its
     ``epsilon`` falls below ``min_epsilon``. Samples without an adversarial start are returned
     unchanged and unsuccessful.
+
+    ``step_mode="trial"`` (default) is ART's step: ``sample_size`` orthogonal candidates and
+    source steps retried up to ``num_trial`` times, about 30 queries per iteration.
+    ``"single"`` is Foolbox's budget-aware step (one combined candidate per iteration, about
+    1.1 queries; ``num_trial``, ``sample_size`` and ``guided`` are then unused): at the same
+    number of queries it takes ~27x more steps, which wins at large query budgets.
     """
     labels = check_batch(inputs, labels, "boundary")
+    if step_mode not in STEP_MODES:
+        raise AnntError(f"boundary: step_mode must be one of {', '.join(STEP_MODES)}")
     shape = tuple(inputs.shape[1:])
     st = _State(inputs.detach().flatten(1), labels, targeted, delta, epsilon)
     gen = make_generator(seed, inputs.device)
@@ -311,17 +396,24 @@ def attack(
         "num_trial": num_trial,
         "step_adapt": step_adapt,
         "guided": guided,
+        "max_iter": max_iter,
+        "min_epsilon": min_epsilon,
     }
     with eval_mode(model):
-        _initialise(st, model, shape, init_size, init_starts, init_search_steps, gen)
+        fast = inference_copy(model)  # the queries' model: same predictions, ~2x faster
+        _initialise(st, fast, shape, init_size, init_starts, init_search_steps, gen)
         active = st.found & (st.best_dist > 0)
-        for _ in range(max_iter):
+        if step_mode == "single":
+            _single_steps(st, fast, shape, active, p, gen)
+        for _ in range(max_iter if step_mode == "trial" else 0):
             if not bool(active.any()):
                 break
             st.iters[active] += 1
-            ready, cands, ok = _orthogonal_phase(st, model, shape, active, p, gen)
-            stalled = _source_phase(st, model, shape, ready, cands, ok, p)
+            ready, cands, ok = _orthogonal_phase(st, fast, shape, active, p, gen)
+            stalled = _source_phase(st, fast, shape, ready, cands, ok, p)
             active &= ready & ~stalled & (st.epsilon >= min_epsilon)
-    adv = torch.where(st.found[:, None], st.best, st.x).view_as(inputs)
-    success = st.found.clone()
+        adv = torch.where(st.found[:, None], st.best, st.x).view_as(inputs)
+        # FP logits of the copy differ by float rounding (~1e-5): confirm on the model itself
+        success = st.found & is_adversarial(predict(model, adv), labels, targeted)
+        st.queries += 1
     return AttackResult(adv, success, st.iters, st.queries, counts(st.x.shape[0], 0, inputs.device))
