@@ -283,22 +283,46 @@ def _source_phase(
 _SPHERE_WINDOW, _STEP_WINDOW, _CHECK_EVERY = 100, 30, 10  # Foolbox 3's statistics windows
 
 
+class _Window:
+    """Per-sample sliding window of the last ``size`` outcomes (NaN = empty), as Foolbox's."""
+
+    def __init__(self, n: int, size: int, device: torch.device) -> None:
+        self.data = torch.full((size, n), float("nan"), device=device)
+        self.next = 0
+
+    def append(self, idx: torch.Tensor, hit: torch.Tensor) -> None:
+        self.data[self.next, idx] = hit.float()
+        self.next = (self.next + 1) % self.data.shape[0]
+
+    def adapt(self, band: tuple[float, float], factor: float, *sizes: torch.Tensor) -> None:
+        """Once full: grow ``sizes`` above the band, shrink them below it, clear those rows."""
+        full = ~self.data.isnan().any(0)
+        if not bool(full.any()):
+            return
+        ratio = self.data.nanmean(0)
+        up, down = full & (ratio > band[1]), full & (ratio < band[0])
+        scale = torch.ones_like(ratio).masked_fill(up, factor).masked_fill(down, 1 / factor)
+        for size in sizes:
+            size *= scale
+        self.data[:, up | down] = float("nan")
+
+
 def _single_steps(
     st: _State, model: nn.Module, shape, active: torch.Tensor, p: dict, gen: torch.Generator
 ) -> None:
     """``step_mode="single"``: one combined orthogonal + source candidate per step and query.
 
     Foolbox 3's variant of the Boundary Attack: the candidate is accepted when it is
-    adversarial (it is closer by construction). Every ``_CHECK_EVERY``-th step the orthogonal
-    point alone is also queried; the success ratios of the last ``_SPHERE_WINDOW`` orthogonal
-    and ``_STEP_WINDOW`` combined checks adapt ``delta`` and ``epsilon`` by ``1 / step_adapt``
+    adversarial and closer. Every ``_CHECK_EVERY``-th step the orthogonal point alone is also
+    queried; the success ratios over the last ``_SPHERE_WINDOW`` orthogonal and
+    ``_STEP_WINDOW`` combined checks adapt ``delta`` and ``epsilon`` by ``1 / step_adapt``
     (Foolbox's 1.5 for the default 0.667). About 1.1 queries per step instead of ART's ~30.
+    Samples move in lock-step while the loop runs (one model call per step for the batch).
     """
-    n = st.x.shape[0]
-    dev = st.x.device
+    n, dev = st.x.shape[0], st.x.device
     factor = 1.0 / p["step_adapt"]
-    sph_hits, sph_n = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
-    step_hits, step_n = torch.zeros(n, device=dev), torch.zeros(n, device=dev)
+    sphere_stats = _Window(n, _SPHERE_WINDOW, dev)
+    step_stats = _Window(n, _STEP_WINDOW, dev)
     for step in range(1, p["max_iter"] + 1):
         active &= st.epsilon >= p["min_epsilon"]
         idx = active.nonzero()[:, 0]
@@ -318,39 +342,14 @@ def _single_steps(
         hit = is_adversarial(predict(model, both.view((-1,) + shape)), labels, st.targeted)
         st.queries[idx] += 2 if check else 1
         if check:
-            hit, sph_hit = hit[: idx.numel()], hit[idx.numel() :]
-            sph_hits[idx] += sph_hit.float()
-            sph_n[idx] += 1
-            step_hits[idx] += hit.float()
-            step_n[idx] += 1
-        closer = (cand - orig).norm(dim=1) < old_norm
-        take = hit & closer
+            hit, sphere_hit = hit[: idx.numel()], hit[idx.numel() :]
+            sphere_stats.append(idx, sphere_hit)
+            step_stats.append(idx, hit)
+        take = hit & ((cand - orig).norm(dim=1) < old_norm)
         st.move(idx[take], cand[take])
         if check:
-            _window_adapt(st, sph_hits, sph_n, _SPHERE_WINDOW, (0.2, 0.5), factor, both_sizes=True)
-            _window_adapt(st, step_hits, step_n, _STEP_WINDOW, (0.1, 0.25), factor, False)
-
-
-def _window_adapt(
-    st: _State,
-    hits: torch.Tensor,
-    n: torch.Tensor,
-    window: int,
-    band: tuple[float, float],
-    factor: float,
-    both_sizes: bool,
-) -> None:
-    """Foolbox's rule: once a window is full, grow the step(s) above the band, shrink below."""
-    full = n >= window
-    if not bool(full.any()):
-        return
-    ratio = hits / n.clamp(min=1)
-    up, down = full & (ratio > band[1]), full & (ratio < band[0])
-    scale = torch.ones_like(ratio).masked_fill(up, factor).masked_fill(down, 1 / factor)
-    st.epsilon *= scale
-    if both_sizes:
-        st.delta *= scale
-    hits[full], n[full] = 0, 0
+            sphere_stats.adapt((0.2, 0.5), factor, st.delta, st.epsilon)
+            step_stats.adapt((0.1, 0.25), factor, st.epsilon)
 
 
 def attack(

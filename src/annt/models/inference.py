@@ -80,7 +80,9 @@ def predict_logits(
     return torch.cat(out) if out else torch.empty(0)
 
 
-def predict_labels(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+def predict_labels(
+    model: nn.Module, x: torch.Tensor, batch_size: int | None = None
+) -> torch.Tensor:
     return predict_logits(model, x, batch_size).argmax(dim=1)
 
 
