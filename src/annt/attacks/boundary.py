@@ -31,7 +31,7 @@ from annt.attacks.base import (
     predict,
 )
 from annt.errors import AnntError
-from annt.models.inference import inference_copy
+from annt.models.inference import cached_inference_copy
 
 STEP_MODES = ("trial", "single")
 _LOW, _HIGH = 0.2, 0.5  # target band of the success ratio of both steps
@@ -399,7 +399,7 @@ def attack(
         "min_epsilon": min_epsilon,
     }
     with eval_mode(model):
-        fast = inference_copy(model)  # the queries' model: same predictions, ~2x faster
+        fast = cached_inference_copy(model)  # the queries' model: same predictions, ~2x faster
         _initialise(st, fast, shape, init_size, init_starts, init_search_steps, gen)
         active = st.found & (st.best_dist > 0)
         if step_mode == "single":
