@@ -123,6 +123,8 @@ def annt_method(attacks_pkg: Any, name: str, params: dict[str, Any], seed: int) 
     """ANNT reports its own exact per-image costs (its query model may be an inference copy)."""
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, goal: torch.Tensor) -> Any:
+        if isinstance(model, Counted):  # ANNT counts itself; the model object stays the same
+            model = model.model
         res = attacks_pkg.run_attack(name, model, x, goal, params, seed=seed)
         fwd, bwd = (
             res.forward_passes.float().mean().item(),
