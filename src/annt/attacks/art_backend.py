@@ -111,6 +111,8 @@ def _build(name: str, evasion: Any, clf: Any, p: dict[str, Any], bs: int | None)
         return evasion.CarliniL2Method(
             clf, **_batch({k: p[k] for k in keys} | {"verbose": False}, bs)
         )
+    if p.get("step_mode", "trial") != "trial":
+        raise AnntError("boundary: step_mode 'single' has no ART counterpart (use backend annt)")
     keys = (
         "targeted",
         "delta",

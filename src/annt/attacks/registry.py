@@ -105,6 +105,7 @@ class BoundaryParams(_Params):
     init_search_steps: NonNegInt = 0
     min_epsilon: NonNegFloat = 0.0
     guided: bool = True
+    step_mode: Literal["trial", "single"] = "trial"
 
 
 class PgdParams(_Params):
