@@ -3,7 +3,8 @@
 ART draws its starting noise from an unseeded ``np.random.RandomState()``; the parity test
 replaces that constructor by a seeded one so that the test is repeatable. Both sides are
 randomised, so ANNT must be at least as strong: success rate within 0.03 and median L2 of
-the adversarial examples at most 5% above ART's.
+the adversarial examples at most 5% above ART's (ANNT ends each iteration with the published
+binary search, ART does not, so ANNT's distances are expected to be smaller).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def test_hop_skip_jump_as_strong_as_art(zoo_fp, mnist_test, correct, monkeypatch
 
     from annt.attacks.art_backend import CountingModel
 
-    x, y = correct(zoo_fp, mnist_test, 30)
+    x, y = correct(zoo_fp, mnist_test, 20)
     params = {"norm": "2", "max_iter": 4, "init_eval": 40}
     ours = run_attack("hop_skip_jump", zoo_fp, x, y, params, seed=0)
     seeds = itertools.count(0)

@@ -19,7 +19,12 @@ from torch import nn
 from annt.attacks import apgd, boundary, cw, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
-from annt.quant.surrogate import DEFAULT_GRADIENT, DEFAULT_TEMPERATURE, gradient_surrogate
+from annt.quant.surrogate import (
+    DEFAULT_GRADIENT,
+    DEFAULT_TEMPERATURE,
+    GRADIENTS,
+    gradient_surrogate,
+)
 
 BACKENDS = ("annt", "art")
 
@@ -173,7 +178,7 @@ def _with_gradient_option(model: type[BaseModel]) -> type[BaseModel]:
     return create_model(
         model.__name__,
         __base__=model,
-        gradient=(Literal["ste", "soft", "ste_noclip"], DEFAULT_GRADIENT),
+        gradient=(Literal[GRADIENTS], DEFAULT_GRADIENT),
         gradient_temperature=(PosFloat, DEFAULT_TEMPERATURE),
     )
 
