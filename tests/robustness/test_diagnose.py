@@ -14,7 +14,7 @@ import annt
 from annt.cli.main import main
 from annt.errors import AnntError
 from annt.robustness import load_diagnose, run_checklist
-from annt.robustness.checks import Outcome, gradient_health, within_budget
+from annt.robustness.checks import Outcome, gradient_health, gradient_options, within_budget
 from annt.robustness.verdict import (
     CLEAN,
     MASKING,
@@ -24,7 +24,7 @@ from annt.robustness.verdict import (
     verdict,
 )
 
-QUICK = {"pgd": {"steps": 10}, "apgd_ce": {"steps": 10}, "apgd_dlr": {"steps": 10}}
+QUICK = {"pgd": {"steps": 6}, "apgd_ce": {"steps": 6}, "apgd_dlr": {"steps": 6}}
 
 
 def _outcome(name, kind, robust):
@@ -44,11 +44,11 @@ def test_verdict_rules_on_constructed_evidence():
     assert judge_eps([fgsm, pgd, square], 0.3) == []  # within tolerance
     assert judge_growing([(0.1, 0.5), (1.0, 0.99)], "pgd") and not judge_growing([(0.2, 1.0)], "pgd")
     assert verdict([]) == CLEAN and verdict(["x"]) == MASKING
-    ste, soft = _outcome("pgd", "surrogate", [1, 1, 0, 0]), _outcome("pgd", "surrogate", [0, 0, 0, 0])
-    ste.params, soft.params = {"gradient": "ste"}, {"gradient": "soft"}
-    (line,) = judge_surrogates([ste, soft], "ste", 0.01)
-    assert "gradient=soft leaves 0.000 vs 0.500" in line
-    assert judge_surrogates([soft, ste], "soft", 0.01) == []
+    ste, soft = _outcome("pgd", "iterative", [1, 1, 0, 0]), _outcome("pgd", "surrogate", [0, 0, 0, 0])
+    soft.params = {"gradient": "soft"}
+    (line,) = judge_surrogates(ste, [soft], "ste", 0.01)
+    assert "gradient=soft leaves 0.000 vs 0.500 with gradient=ste" in line
+    assert judge_surrogates(soft, [soft], "ste", 0.01) == []
 
 
 def test_budget_check_and_zero_gradients():
@@ -76,7 +76,7 @@ def zoo_1bit():
     from annt.data.sampling import sample_correct
 
     model = annt.load("zoo:mnist_a@1bit")
-    s = sample_correct(model, load_dataset("mnist-embedded", "test"), 24, 0)
+    s = sample_correct(model, load_dataset("mnist-embedded", "test"), 16, 0)
     return model, s.x, s.y
 
 
@@ -96,6 +96,9 @@ def test_checklist_on_the_1bit_zoo_model(zoo_1bit):
     assert worst[0.2] <= worst[0.1]
     assert growing[-1][1] == 1.0  # unbounded PGD wins on the STE gradients
     assert health["zero_gradient"] == 0.0
+    surr = [o for o in outcomes if o.kind == "surrogate"]
+    assert {o.name for o in surr} == {f"pgd_gradient_{g}" for g in gradient_options("pgd")[1:]}
+    assert all(o.params["gradient"] != "ste" for o in surr)
     assert isinstance(evidence, list) and isinstance(skipped, list)
 
 
@@ -103,9 +106,10 @@ def test_library_call_writes_results(tmp_path):
     res = annt.diagnose("zoo:mnist_a@1bit", "mnist-embedded", samples=8, eps=0.1,
                         attacks=["fgsm", "pgd"], params=QUICK, grow=False, out_dir=tmp_path)
     assert res.samples == 8 and res.verdict in (MASKING, CLEAN)
-    assert set(res.table(0.1)) == {"fgsm", "pgd", "worst_case"}
+    surrogates = {f"pgd_gradient_{g}" for g in gradient_options("pgd")[1:]}
+    assert set(res.table(0.1)) == {"fgsm", "pgd", "worst_case"} | surrogates
     back = load_diagnose(tmp_path)
-    assert back["robust"].shape == (2, 8) and back["robust"].dtype == bool
+    assert back["robust"].shape == (2 + len(surrogates), 8) and back["robust"].dtype == bool
     assert np.array_equal(back["index"], res.index)
     assert back["worst_case"]["0.1"] == res.worst_case[0.1]
     with np.load(tmp_path / "diagnose.npz", allow_pickle=False) as z:
@@ -142,8 +146,8 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
     from annt.report.diagnose import diagnose_section
     from annt.robustness.study import diagnose_models
 
-    block = DiagnoseSpec(eps=[0.1, 0.2], samples=6, attacks=["fgsm", "pgd"],
-                         params={"pgd": {"steps": 5}}, grow=False)
+    block = DiagnoseSpec(eps=[0.1, 0.2], samples=4, attacks=["fgsm"], params={"pgd": {"steps": 3}},
+                         grow=False)
     spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None)
     ctx = SimpleNamespace(plan=SimpleNamespace(spec=spec, device="cpu"), out=tmp_path)
     handles = {}

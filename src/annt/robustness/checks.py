@@ -14,13 +14,13 @@ from torch import nn
 
 from annt.attacks import get_attack, run_attack
 from annt.attacks.base import eval_mode, flat_norm, input_gradient
-from annt.attacks.losses import ce_loss
+from annt.attacks.losses import margin_loss
 from annt.models.inference import predict_labels
 
 SINGLE_STEP = ("fgsm",)
 ITERATIVE = ("pgd", "apgd_ce", "apgd_dlr")
 GRADIENT_BASED = SINGLE_STEP + ITERATIVE + ("cw_l2", "jsma", "uap")
-VANISHING = 1e-8  # L2 norm of the input gradient below which a sample counts as vanishing
+VANISHING = 1e-8  # L2 norm of the margin's input gradient below which a sample counts as vanishing
 
 
 def kind_of(attack: str) -> str:
@@ -139,11 +139,17 @@ def growing_eps(
 
 
 def gradient_health(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Shares of samples whose cross-entropy input gradient is exactly zero / vanishing."""
+    """Shares of samples whose input gradient of the logit margin is exactly zero / vanishing.
+
+    The margin (best other logit minus the true one), not the cross-entropy: a confident
+    sample's cross-entropy gradient vanishes with its softmax (float saturation, a problem of
+    the loss that APGD-DLR avoids), while a zero margin gradient means the network itself
+    passes no gradient to the input (e.g. every quantizer or clip on the path is saturated).
+    """
     grads = []
     with eval_mode(model):
         for xb, yb in zip(x.split(256), y.split(256)):
-            grad, _ = input_gradient(model, xb, lambda z, yb=yb: ce_loss(z, yb))
+            grad, _ = input_gradient(model, xb, lambda z, yb=yb: margin_loss(z, yb))
             grads.append(flat_norm(grad))
     norms = torch.cat(grads)
     return {

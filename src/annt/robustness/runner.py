@@ -24,6 +24,9 @@ from annt.robustness import checks, verdict
 from annt.robustness.checks import Outcome
 
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square", "hop_skip_jump")
+# HopSkipJump's own defaults (50 iterations of up to 10,000 queries) would dwarf the rest: give
+# it Square's default query budget. The caller's parameters override these.
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"hop_skip_jump": {"max_queries": 5000}}
 NORMS = ("inf", "2")
 
 
@@ -99,7 +102,7 @@ def run_checklist(
     grow: bool = True,
 ) -> tuple[list[Outcome], dict[float, float], list[tuple[float, float]], dict[str, float], list[str], list[str]]:
     """The checklist on given images (already correctly classified by ``model``)."""
-    params = params or {}
+    params = {a: DEFAULT_PARAMS.get(a, {}) | (params or {}).get(a, {}) for a in set(DEFAULT_PARAMS) | set(params or {})}
     wanted = list(attacks) if attacks is not None else [a for a in DEFAULT_ATTACKS if a in list_attacks()]
     skipped = [f"{a}: not registered" for a in DEFAULT_ATTACKS if attacks is None and a not in list_attacks()]
     _check_args(eps, norm, wanted + ([transfer_attack] if surrogate is not None else []))
@@ -118,12 +121,16 @@ def run_checklist(
             ))
         evidence += verdict.judge_eps(rows, tolerance)
         if len(options) > 1:
+            base = next((o for o in rows if o.attack == "pgd" and o.kind == "iterative"), None)
+            if base is None:
+                base = checks.run_one(model, x, y, "pgd", e, norm, params.get("pgd"), seed, batch_size)
+                rows.append(base)
             surr = [
                 checks.run_one(model, x, y, "pgd", e, norm, (params.get("pgd") or {}) | {"gradient": g},
                                seed, batch_size, label=f"pgd_gradient_{g}", kind="surrogate")
-                for g in options
+                for g in options[1:]
             ]
-            evidence += verdict.judge_surrogates(surr, options[0], tolerance)
+            evidence += verdict.judge_surrogates(base, surr, options[0], tolerance)
             rows += surr
         outcomes += rows
         worst[e] = float(np.logical_and.reduce([o.robust for o in rows]).mean())
