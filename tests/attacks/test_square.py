@@ -80,15 +80,16 @@ def test_square_matches_torchattacks(bits, norm, eps, mnist_test, correct):
     x, y = correct(model, mnist_test, 100)
     queries = 50
     ours, ref = [], []
-    for seed in (0, 1):
+    seeds = range(6)  # randomised on both sides: pool 6 runs so that seed noise stays well under 0.03
+    for seed in seeds:
         res = run_attack("square", model, x, y, {"eps": eps, "norm": norm, "max_queries": queries}, seed=seed)
         ours.append(_stats(model, x, y, res.adversarial))
         torch.manual_seed(seed)
         atk = torchattacks.Square(model, norm="Linf" if norm == "inf" else "L2", eps=eps,
                                   n_queries=queries - 1, seed=seed)
         ref.append(_stats(model, x, y, atk(x, y)))
-    rate_ours = sum(r for r, _ in ours) / 2
-    rate_ref = sum(r for r, _ in ref) / 2
+    rate_ours = sum(r for r, _ in ours) / len(seeds)
+    rate_ref = sum(r for r, _ in ref) / len(seeds)
     assert 0.05 < rate_ref < 0.95  # an informative operating point, neither trivial nor hopeless
     assert abs(rate_ours - rate_ref) <= 0.03, (rate_ours, rate_ref)
     med_ours = torch.cat([d for _, d in ours]).median().item()
