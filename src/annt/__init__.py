@@ -12,7 +12,7 @@ from typing import Any
 
 from annt.version import __version__
 
-__all__ = ["__version__", "load", "run"]
+__all__ = ["__version__", "diagnose", "load", "run"]
 
 
 def load(spec: str | Path, device: str = "cpu", *, trust_unverified: bool = False):
@@ -30,3 +30,10 @@ def run(spec: Any, **kwargs: Any):
     from annt.experiments import run_study
 
     return run_study(spec, **kwargs)
+
+
+def diagnose(checkpoint: Any, dataset: str | None = None, **kwargs: Any):
+    """Gradient-masking checklist and verdict for one model (see ``annt.robustness``)."""
+    from annt.robustness import diagnose as _diagnose
+
+    return _diagnose(checkpoint, dataset, **kwargs)

@@ -18,7 +18,9 @@ from annt.errors import AnntError
 
 
 def test_names_and_specs():
-    assert list_attacks() == ["boundary", "cw_l2", "fgsm", "jsma", "uap"]
+    names = list_attacks()
+    assert names == sorted(names)
+    assert {"boundary", "cw_l2", "fgsm", "jsma", "square", "uap", "pgd", "apgd_ce", "apgd_dlr"} <= set(names)
     spec = get_attack("CW-L2")
     assert spec.name == "cw_l2" and callable(spec.fn) and spec.description
     assert "confidence" in spec.params_model.model_fields

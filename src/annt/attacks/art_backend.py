@@ -20,6 +20,8 @@ from torch import nn
 from annt.attacks.base import AttackResult, counts, eval_mode, is_adversarial, predict
 from annt.errors import AnntError
 
+SUPPORTED = frozenset({"fgsm", "jsma", "uap", "cw_l2", "boundary"})  # the paper's five attacks
+
 
 class _CountBackward(torch.autograd.Function):
     """Identity that counts the samples whose input gradient is computed."""
@@ -109,6 +111,8 @@ def _build(name: str, evasion: Any, clf: Any, p: dict[str, Any], bs: int | None)
         return evasion.CarliniL2Method(
             clf, **_batch({k: p[k] for k in keys} | {"verbose": False}, bs)
         )
+    if p.get("step_mode", "trial") != "trial":
+        raise AnntError("boundary: step_mode 'single' has no ART counterpart (use backend annt)")
     keys = (
         "targeted",
         "delta",
@@ -134,6 +138,8 @@ def run_art(
     batch_size: int | None = None,
 ) -> AttackResult:
     """Attack ``inputs`` with ART's class for ``name``; ``params`` must be validated already."""
+    if name not in SUPPORTED:
+        raise AnntError(f"{name}: no ART backend (it has one for {', '.join(sorted(SUPPORTED))}); use backend 'annt'")
     evasion, classifier_cls = _import_art()
     n, device = inputs.shape[0], inputs.device
     counter = CountingModel(model)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from annt.errors import AnntError
+from annt.models.inference import as_model_input
 
 
 @dataclass
@@ -93,7 +94,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.T
     """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory."""
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=x.device)
-    return torch.cat([model(c).argmax(1) for c in x.split(batch_size)])
+    return torch.cat([model(as_model_input(c, model)).argmax(1) for c in x.split(batch_size)])
 
 
 def is_adversarial(pred: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:

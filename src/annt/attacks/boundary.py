@@ -30,7 +30,10 @@ from annt.attacks.base import (
     make_generator,
     predict,
 )
+from annt.errors import AnntError
+from annt.models.inference import cached_inference_copy
 
+STEP_MODES = ("trial", "single")
 _LOW, _HIGH = 0.2, 0.5  # target band of the success ratio of both steps
 _GUIDED_SCALES = (1.0, 2.0, 4.0)  # source steps tried from the guided candidate, x epsilon
 
@@ -277,6 +280,78 @@ def _source_phase(
     return stalled
 
 
+_SPHERE_WINDOW, _STEP_WINDOW, _CHECK_EVERY = 100, 30, 10  # Foolbox 3's statistics windows
+
+
+class _Window:
+    """Per-sample sliding window of the last ``size`` outcomes (NaN = empty), as Foolbox's."""
+
+    def __init__(self, n: int, size: int, device: torch.device) -> None:
+        self.data = torch.full((size, n), float("nan"), device=device)
+        self.next = 0
+
+    def append(self, idx: torch.Tensor, hit: torch.Tensor) -> None:
+        self.data[self.next, idx] = hit.float()
+        self.next = (self.next + 1) % self.data.shape[0]
+
+    def adapt(self, band: tuple[float, float], factor: float, *sizes: torch.Tensor) -> None:
+        """Once full: grow ``sizes`` above the band, shrink them below it, clear those rows."""
+        full = ~self.data.isnan().any(0)
+        if not bool(full.any()):
+            return
+        ratio = self.data.nanmean(0)
+        up, down = full & (ratio > band[1]), full & (ratio < band[0])
+        scale = torch.ones_like(ratio).masked_fill(up, factor).masked_fill(down, 1 / factor)
+        for size in sizes:
+            size *= scale
+        self.data[:, up | down] = float("nan")
+
+
+def _single_steps(
+    st: _State, model: nn.Module, shape, active: torch.Tensor, p: dict, gen: torch.Generator
+) -> None:
+    """``step_mode="single"``: one combined orthogonal + source candidate per step and query.
+
+    Foolbox 3's variant of the Boundary Attack: the candidate is accepted when it is
+    adversarial and closer. Every ``_CHECK_EVERY``-th step the orthogonal point alone is also
+    queried; the success ratios over the last ``_SPHERE_WINDOW`` orthogonal and
+    ``_STEP_WINDOW`` combined checks adapt ``delta`` and ``epsilon`` by ``1 / step_adapt``
+    (Foolbox's 1.5 for the default 0.667). About 1.1 queries per step instead of ART's ~30.
+    Samples move in lock-step while the loop runs (one model call per step for the batch).
+    """
+    n, dev = st.x.shape[0], st.x.device
+    factor = 1.0 / p["step_adapt"]
+    sphere_stats = _Window(n, _SPHERE_WINDOW, dev)
+    step_stats = _Window(n, _STEP_WINDOW, dev)
+    for step in range(1, p["max_iter"] + 1):
+        active &= st.epsilon >= p["min_epsilon"]
+        idx = active.nonzero()[:, 0]
+        if idx.numel() == 0:
+            break
+        st.iters[idx] += 1
+        orig, adv = st.x[idx], st.adv[idx]  # the current point is the closest one so far
+        sphere = _orthogonal_candidates(adv, orig, st.delta[idx], 1, gen)[:, 0]
+        to_orig = orig - sphere
+        new_norm = to_orig.norm(dim=1).clamp(min=1e-12)
+        old_norm = (orig - adv).norm(dim=1)
+        length = (st.epsilon[idx] * old_norm + new_norm - old_norm).clamp(min=0) / new_norm
+        cand = (sphere + length[:, None] * to_orig).clamp_(0.0, 1.0)
+        check = step % _CHECK_EVERY == 0
+        both = torch.cat([cand, sphere]) if check else cand
+        labels = st.labels[idx].repeat(2) if check else st.labels[idx]
+        hit = is_adversarial(predict(model, both.view((-1,) + shape)), labels, st.targeted)
+        st.queries[idx] += 2 if check else 1
+        if check:
+            hit, sphere_hit = hit[: idx.numel()], hit[idx.numel() :]
+            sphere_stats.append(idx, sphere_hit)
+            step_stats.append(idx, hit)
+        take = hit & ((cand - orig).norm(dim=1) < old_norm)
+        st.move(idx[take], cand[take])
+        if check:
+            sphere_stats.adapt((0.2, 0.5), factor, st.delta, st.epsilon)
+            step_stats.adapt((0.1, 0.25), factor, st.epsilon)
+
+
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -294,6 +369,7 @@ def attack(
     init_search_steps: int = 0,
     min_epsilon: float = 0.0,
     guided: bool = True,
+    step_mode: str = "trial",
     seed: int | None = None,
 ) -> AttackResult:
     """Batched Boundary Attack with ART's parameter names and defaults.
@@ -301,8 +377,16 @@ def attack(
     A sample stops when no step succeeds within ``num_trial`` retries (as in ART) or when its
     ``epsilon`` falls below ``min_epsilon``. Samples without an adversarial start are returned
     unchanged and unsuccessful.
+
+    ``step_mode="trial"`` (default) is ART's step: ``sample_size`` orthogonal candidates and
+    source steps retried up to ``num_trial`` times, about 30 queries per iteration.
+    ``"single"`` is Foolbox's budget-aware step (one combined candidate per iteration, about
+    1.1 queries; ``num_trial``, ``sample_size`` and ``guided`` are then unused): at the same
+    number of queries it takes ~27x more steps, which wins at large query budgets.
     """
     labels = check_batch(inputs, labels, "boundary")
+    if step_mode not in STEP_MODES:
+        raise AnntError(f"boundary: step_mode must be one of {', '.join(STEP_MODES)}")
     shape = tuple(inputs.shape[1:])
     st = _State(inputs.detach().flatten(1), labels, targeted, delta, epsilon)
     gen = make_generator(seed, inputs.device)
@@ -311,17 +395,24 @@ def attack(
         "num_trial": num_trial,
         "step_adapt": step_adapt,
         "guided": guided,
+        "max_iter": max_iter,
+        "min_epsilon": min_epsilon,
     }
     with eval_mode(model):
-        _initialise(st, model, shape, init_size, init_starts, init_search_steps, gen)
+        fast = cached_inference_copy(model)  # the queries' model: same predictions, ~2x faster
+        _initialise(st, fast, shape, init_size, init_starts, init_search_steps, gen)
         active = st.found & (st.best_dist > 0)
-        for _ in range(max_iter):
+        if step_mode == "single":
+            _single_steps(st, fast, shape, active, p, gen)
+        for _ in range(max_iter if step_mode == "trial" else 0):
             if not bool(active.any()):
                 break
             st.iters[active] += 1
-            ready, cands, ok = _orthogonal_phase(st, model, shape, active, p, gen)
-            stalled = _source_phase(st, model, shape, ready, cands, ok, p)
+            ready, cands, ok = _orthogonal_phase(st, fast, shape, active, p, gen)
+            stalled = _source_phase(st, fast, shape, ready, cands, ok, p)
             active &= ready & ~stalled & (st.epsilon >= min_epsilon)
-    adv = torch.where(st.found[:, None], st.best, st.x).view_as(inputs)
-    success = st.found.clone()
+        adv = torch.where(st.found[:, None], st.best, st.x).view_as(inputs)
+        # FP logits of the copy differ by float rounding (~1e-5): confirm on the model itself
+        success = st.found & is_adversarial(predict(model, adv), labels, targeted)
+        st.queries += 1
     return AttackResult(adv, success, st.iters, st.queries, counts(st.x.shape[0], 0, inputs.device))

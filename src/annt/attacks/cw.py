@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from annt.attacks.base import AttackResult, check_batch, counts, eval_mode, is_adversarial
+from annt.models.inference import cached_inference_copy
 
 _TANH_SCALE = 0.999999  # keeps atanh finite at 0 and 1, as in the reference code
 _NO_BOUND = 1e10
@@ -61,15 +62,21 @@ class _Adam:
             torch.zeros_like(w), torch.zeros_like(w), torch.zeros(w.shape[0], device=w.device)
         )
 
-    def step(self, w: torch.Tensor, idx: torch.Tensor, grad: torch.Tensor, lr: float) -> None:
+    def step(
+        self, w: torch.Tensor, idx: torch.Tensor | slice, grad: torch.Tensor, lr: float
+    ) -> None:
+        """One Adam step of the rows ``idx`` (``slice(None)``: all rows, updated in place)."""
         self.t[idx] += 1
         m = self.m[idx].mul_(_BETA1).add_(grad, alpha=1 - _BETA1)
         v = self.v[idx].mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
-        self.m[idx], self.v[idx] = m, v
         shape = (-1,) + (1,) * (w.dim() - 1)
         t = self.t[idx].reshape(shape)
         m_hat = m / (1 - _BETA1**t)
         v_hat = v / (1 - _BETA2**t)
+        if isinstance(idx, slice):  # views: moments already updated, step w in place
+            w.sub_(lr * m_hat / (v_hat.sqrt() + _ADAM_EPS))
+            return
+        self.m[idx], self.v[idx] = m, v
         w[idx] = w[idx] - lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
 
 
@@ -140,6 +147,7 @@ def attack(
     iters, fwd, bwd = counts(n, 0, device), counts(n, 0, device), counts(n, 0, device)
     check_every = max(1, max_iter // 10)
     with eval_mode(model):
+        model = cached_inference_copy(model, channels_last=False)  # bit-identical, faster
         for _ in range(binary_search_steps):
             w, adam = w0.clone(), _Adam.like(w0)
             found = torch.zeros(n, dtype=torch.bool, device=device)
@@ -149,8 +157,10 @@ def attack(
                 idx = active.nonzero()[:, 0]
                 if idx.numel() == 0:
                     break
+                # all rows active (no abort-early): slices are views, no gather/scatter copies
+                sel = slice(None) if idx.numel() == n else idx
                 loss, grad, dist, done, adv = _objective(
-                    model, w[idx], x[idx], labels[idx], c[idx], confidence, targeted
+                    model, w[sel], x[sel], labels[sel], c[sel], confidence, targeted
                 )
                 iters[idx] += 1
                 fwd[idx] += 1
@@ -159,7 +169,7 @@ def attack(
                 best_dist[idx[better]] = dist[better]
                 best_adv[idx[better]] = adv[better]
                 found[idx] |= done
-                adam.step(w, idx, grad, learning_rate)
+                adam.step(w, sel, grad, learning_rate)
                 if abort_early and step % check_every == 0:
                     stalled = loss > prev[idx] * 0.9999
                     active[idx[stalled]] = False

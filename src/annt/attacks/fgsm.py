@@ -20,9 +20,9 @@ from annt.attacks.base import (
     flat_norm,
     input_gradient,
     is_adversarial,
-    predict,
 )
 from annt.errors import AnntError
+from annt.models.inference import cached_inference_copy, exact_labels
 
 NORMS = ("inf", "2")
 
@@ -79,8 +79,11 @@ def attack(
         raise AnntError(f"fgsm: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     n, device = inputs.shape[0], inputs.device
     with eval_mode(model):
-        adv, _ = gradient_step(model, inputs, labels, eps, norm, targeted)
-        success = is_adversarial(predict(model, adv), labels, targeted)
+        frozen = cached_inference_copy(model, channels_last=False)  # bit-identical gradients
+        adv, _ = gradient_step(frozen, inputs, labels, eps, norm, targeted)
+        # the success pass runs on the faster inference copy; labels are exactly the model's
+        pred = exact_labels(cached_inference_copy(model), model, adv.detach())
+        success = is_adversarial(pred, labels, targeted)
     return AttackResult(
         adversarial=adv.detach(),
         success=success,

@@ -30,6 +30,7 @@ from annt.attacks.base import (
     make_generator,
 )
 from annt.errors import AnntError
+from annt.models.inference import cached_inference_copy
 
 TARGET_SELECTIONS = ("random", "best")
 SALIENCIES = ("probabilities", "logits")
@@ -191,6 +192,7 @@ def attack(
     bwd = counts(n, 0, device)
     gen = make_generator(seed, device)
     with eval_mode(model):
+        model = cached_inference_copy(model, channels_last=False)  # bit-identical, faster
         classes = int(model(x[:1].view((1,) + shape)).shape[1])
         fixed = labels if targeted else None
         if not targeted and target_selection == "random":

@@ -13,14 +13,20 @@ from typing import Annotated, Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from torch import nn
 
-from annt.attacks import boundary, cw, fgsm, jsma, uap
+from annt.attacks import apgd, boundary, cw, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap
 from annt.attacks.base import AttackResult, concat_results
 from annt.errors import AnntError
 from annt.inputs.numbers import COUNT_MAX
 from annt.inputs.yaml_safe import load_yaml
+from annt.quant.surrogate import (
+    DEFAULT_GRADIENT,
+    DEFAULT_TEMPERATURE,
+    GRADIENTS,
+    gradient_surrogate,
+)
 
 BACKENDS = ("annt", "art")
 MAX_PARAM_CHARS = 10_000
@@ -115,14 +121,92 @@ class BoundaryParams(_Params):
     init_search_steps: NonNegInt = 0
     min_epsilon: NonNegFloat = 0.0
     guided: bool = True
+    step_mode: Literal["trial", "single"] = "trial"
+
+
+class PgdParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    steps: PosInt = 40
+    step_size: PosFloat | None = None  # None: 2.5 * eps / steps
+    random_start: bool = True
+    restarts: PosInt = 1
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class ApgdParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    steps: PosInt = 100
+    restarts: PosInt = 1
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class SquareParams(_Params):
+    eps: NonNegFloat = 0.3
+    norm: Literal["inf", "2"] = "inf"
+    max_queries: PosInt = 5000
+    p_init: Fraction = 0.8
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class HopSkipJumpParams(_Params):
+    norm: Literal["2", "inf"] = "2"
+    max_iter: NonNegInt = 50
+    max_eval: PosInt = 10000
+    init_eval: PosInt = 100
+    init_size: PosInt = 100
+    max_queries: PosInt | None = None
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+class FmnParams(_Params):
+    norm: Literal["2", "inf"] = "2"
+    steps: PosInt = 100
+    alpha_init: PosFloat = 1.0
+    alpha_final: PosFloat | None = None
+    gamma_init: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    gamma_final: Annotated[float, Field(gt=0, lt=1)] = 0.001
+
+    _norm = field_validator("norm", mode="before")(_norm)
+
+
+# Common parameters of every gradient-based attack: the quantizers' backward pass while
+# crafting (annt.quant.surrogate). Left out of validated parameters while at their defaults, so
+# that results stored before the option existed keep their identity.
+GRADIENT_DEFAULTS: dict[str, Any] = {
+    "gradient": DEFAULT_GRADIENT,
+    "gradient_temperature": DEFAULT_TEMPERATURE,
+}
+
+
+def _with_gradient_option(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` plus the ``gradient`` and ``gradient_temperature`` parameters."""
+    return create_model(
+        model.__name__,
+        __base__=model,
+        gradient=(Literal[GRADIENTS], DEFAULT_GRADIENT),
+        gradient_temperature=(PosFloat, DEFAULT_TEMPERATURE),
+    )
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """A registered attack; gradient-based ones also accept the common gradient option."""
+
     name: str
     fn: Callable[..., AttackResult]
     params_model: type[BaseModel]
     description: str
+    gradient_based: bool = True
+
+    def __post_init__(self) -> None:
+        if self.gradient_based and "gradient" not in self.params_model.model_fields:
+            object.__setattr__(self, "params_model", _with_gradient_option(self.params_model))
 
 
 _REGISTRY: dict[str, AttackSpec] = {
@@ -132,7 +216,20 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("jsma", jsma.attack, JsmaParams, "Jacobian Saliency Map Attack, pairwise"),
         AttackSpec("uap", uap.attack, UapParams, "Universal Adversarial Perturbation"),
         AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
-        AttackSpec("boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)"),
+        AttackSpec(
+            "boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)", False
+        ),
+        AttackSpec("fmn", fmn.attack, FmnParams, "Fast Minimum-Norm attack (L2 / Linf)"),
+        AttackSpec("pgd", pgd.attack, PgdParams, "Projected Gradient Descent, Linf/L2, restarts"),
+        AttackSpec("apgd_ce", apgd.attack_ce, ApgdParams, "Auto-PGD with cross-entropy loss"),
+        AttackSpec("apgd_dlr", apgd.attack_dlr, ApgdParams, "Auto-PGD with the DLR loss"),
+        AttackSpec(
+            "hop_skip_jump", hop_skip_jump.attack, HopSkipJumpParams,
+            "HopSkipJump (decision-based, L2 / Linf)", False,
+        ),
+        AttackSpec(
+            "square", square.attack, SquareParams, "Square Attack (score-based, no gradients)", False
+        ),
     )
 }
 
@@ -167,9 +264,13 @@ def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
     if params is not None and not isinstance(params, dict):
         raise AnntError(f"parameters of attack {spec.name!r} must be a mapping, got {params!r}")
     try:
-        return spec.params_model.model_validate(dict(params or {})).model_dump()
+        values = spec.params_model.model_validate(dict(params or {})).model_dump()
     except ValidationError as err:
         raise AnntError(_describe(spec.name, spec.params_model, err)) from None
+    for key, default in GRADIENT_DEFAULTS.items():
+        if key in values and values[key] == default:
+            del values[key]
+    return values
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -227,6 +328,22 @@ def run_attack(
     if batch_size is not None and batch_size < 1:
         raise AnntError(f"batch_size must be a positive integer, got {batch_size}")
     labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
+    option = {key: values.pop(key, default) for key, default in GRADIENT_DEFAULTS.items()}
+    with gradient_surrogate(option["gradient"], option["gradient_temperature"]):
+        return _dispatch(spec, model, inputs, labels, values, seed, backend, batch_size)
+
+
+def _dispatch(
+    spec: AttackSpec,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    values: dict[str, Any],
+    seed: int | None,
+    backend: str,
+    batch_size: int | None,
+) -> AttackResult:
+    """Run the validated attack on ANNT's code or ART's."""
     if backend == "art":
         from annt.attacks.art_backend import run_art
 

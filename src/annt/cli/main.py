@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "annt.cli.attack_cmd",
     "annt.cli.info_cmd",
     "annt.cli.study_cmd",
+    "annt.cli.diagnose_cmd",
 )
 
 

@@ -29,7 +29,7 @@ from annt.experiments.graph import Cell
 from annt.experiments.integrity import intact_cell
 from annt.experiments.plan import StudyPlan, build_plan
 from annt.experiments.spec import SpecError, StudySpec, load_spec
-from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key
+from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key, model_of
 from annt.inputs.results_db import check_ours
 from annt.store.lock import OutputLock
 from annt.store.results import DB_NAME, ResultsDB
@@ -221,6 +221,10 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
         bar.close()
         if failure is not None:
             raise failure
+        if plan.spec.diagnose is not None:
+            from annt.robustness.study import diagnose_models
+
+            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots})
         db.finish_study(plan.study_id)
         return book.computed, book.reused
 

@@ -152,6 +152,42 @@ class ExecutorSpec(_Strict):
         return {"kind": value} if isinstance(value, str) else value
 
 
+class DiagnoseSpec(_Strict):
+    """Gradient-masking checklist (``annt diagnose``) on every model of the study."""
+
+    eps: list[float] = Field(min_length=1)
+    norm: Literal["inf", "2"] = "inf"
+    samples: int = Field(200, ge=1)
+    attacks: list[str] | None = None  # default: fgsm, pgd, apgd_ce, apgd_dlr + gradient-free
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per attack
+    surrogate: str | None = None  # checkpoint or zoo:NAME to craft transfer attacks on
+    grow: bool = True
+    tolerance: float = Field(0.01, ge=0, le=1)
+
+    _lists = field_validator("eps", mode="before")(_as_list)
+
+    @field_validator("eps")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("eps values must be positive")
+        return value
+
+    @field_validator("attacks", "params")
+    @classmethod
+    def _known_attacks(cls, value: Any) -> Any:
+        """Attack names and parameters are checked before any work starts."""
+        from annt.attacks import validate_params
+        from annt.errors import AnntError
+
+        for name in value or []:
+            try:
+                validate_params(name, value[name] if isinstance(value, dict) else {})
+            except AnntError as err:
+                raise ValueError(str(err)) from None
+        return value
+
+
 class StudySpec(_Strict):
     """A grid of datasets x models x bitwidths x attacks x runs, direct and transfer."""
 
@@ -170,6 +206,7 @@ class StudySpec(_Strict):
     flag: FlagCriterion = Field(default_factory=FlagCriterion)
     report: ReportSpec = Field(default_factory=ReportSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    diagnose: DiagnoseSpec | None = None
 
     _lists = field_validator("datasets", mode="before")(_as_list)
 

@@ -113,6 +113,11 @@ def _model(plan: StudyPlan, slot: ModelSlot, deps: dict[str, Done]) -> _Model:
     return _Model(slot, plan.out_dir / done.outputs["checkpoint"], done.outputs["sha256"], done.hash)
 
 
+def model_of(plan: StudyPlan, slot: ModelSlot, done: dict[str, Done]) -> _Model:
+    """The finished model cell of ``slot`` (for the work that follows the cell graph: diagnose)."""
+    return _model(plan, slot, done)
+
+
 def sample_seed(plan: StudyPlan, run: int) -> int:
     return derive_seed(plan.spec.seed, "sample", run)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from annt.quant.bits import FULL
+from annt.quant.surrogate import active_surrogate, surrogate_activation
 
 
 def _straight_through(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -64,10 +65,18 @@ class _ClipQuantize(torch.autograd.Function):
 
 
 def quantize_activation(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The DoReFa nonlinearity: ReLU at 32 bits, else ``quantize_k(clip(x, 0, 1))``."""
+    """The DoReFa nonlinearity: ReLU at 32 bits, else ``quantize_k(clip(x, 0, 1))``.
+
+    Inside ``annt.quant.surrogate.gradient_surrogate`` (attack time) the same value carries
+    the chosen surrogate gradient instead of the straight-through one.
+    """
     if k >= FULL:
         return torch.relu(x)
-    return _ClipQuantize.apply(x, k)
+    q = _ClipQuantize.apply(x, k)
+    mode, temperature = active_surrogate()
+    if mode == "ste" or not x.requires_grad:
+        return q
+    return surrogate_activation(x, q, k, mode, temperature)
 
 
 class _QuantizeGradient(torch.autograd.Function):

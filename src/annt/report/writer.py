@@ -177,5 +177,8 @@ def write_report(
         md.append("The same images and seed, stopped after growing numbers of iterations (paper Figure 3).\n")
         md += _progressions(out_dir, folder, t["progressions"])
         md.append("")
+    from annt.report.diagnose import diagnose_section
+
+    md += diagnose_section(out_dir, folder)
     path = atomic_write_text(folder / "report.md", "\n".join(md) + "\n")
     return path

@@ -1,0 +1,193 @@
+"""Auto-PGD (Croce & Hein 2020) with the CE or the DLR loss, Linf and L2, batched.
+
+The parameter-free schedule of the paper (Algorithm 1): step size starts at ``2 * eps``;
+momentum ``alpha = 0.75`` mixes the new gradient step with the previous move; at the
+checkpoints ``w_j = ceil(p_j * steps)`` with ``p_0 = 0, p_1 = 0.22,
+p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` a sample's step size is halved, and the
+sample restarts from its best point, when
+
+1. the loss increased in at most ``rho = 0.75`` of the steps since the last checkpoint, or
+2. its step size was not halved at the last checkpoint and its best loss did not improve since.
+
+Every sample keeps its own step size; the checkpoints are shared. Restarts draw a fresh
+random start and run only on the samples no earlier restart fooled. A sample's result is
+its last adversarial iterate (the reference implementation's ``x_best_adv``), or the iterate
+with the highest loss when none was adversarial. Targeted ``apgd_dlr`` uses the targeted DLR
+loss with the model's clean prediction as the class to leave.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from annt.attacks.base import (
+    AttackResult,
+    bcast,
+    check_batch,
+    counts,
+    eval_mode,
+    flat_norm,
+    input_gradient,
+    is_adversarial,
+    make_generator,
+    predict,
+)
+from annt.attacks.fgsm import NORMS, step_direction
+from annt.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss
+from annt.attacks.pgd import in_ball
+from annt.errors import AnntError
+
+APGD_LOSSES = ("ce", "dlr")
+RHO = 0.75
+MOMENTUM = 0.75
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations ``w_j = ceil(p_j * steps)`` (j >= 1) at which step sizes are reconsidered."""
+    marks, prev, cur = [], 0.0, 0.22
+    while cur <= 1.0:
+        marks.append(math.ceil(round(cur * steps, 6)))
+        prev, cur = cur, cur + max(cur - prev - 0.03, 0.06)
+    return sorted(set(m for m in marks if 0 < m <= steps))
+
+
+def _start(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
+    """The reference's random start: on the surface of the Linf / L2 ball, clipped to [0, 1]."""
+    if norm == "inf":
+        t = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        t = t / bcast(t.flatten(1).abs().amax(1).clamp(min=1e-12), x)
+    else:
+        t = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        t = t / bcast(flat_norm(t) + 1e-12, x)
+    return (x + eps * t).clamp(0.0, 1.0)
+
+
+def _objective(loss: str, labels: torch.Tensor, targeted: bool, clean: torch.Tensor | None):
+    """Per-sample loss to maximise, as a function of the logits."""
+    if loss == "ce":
+        return lambda z: ce_loss(z, labels, targeted)
+    if targeted:
+        return lambda z: dlr_targeted_loss(z, clean, labels)
+    return lambda z: dlr_loss(z, labels)
+
+
+def _one_run(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    targeted: bool,
+    objective,
+    eps: float,
+    norm: str,
+    steps: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One APGD run from a random start: (result per sample, success per sample)."""
+    marks = set(checkpoints(steps))
+    adv = _start(x, eps, norm, gen)
+    grad, logits = input_gradient(model, adv, objective)
+    with torch.no_grad():
+        loss = objective(logits)
+    hit = is_adversarial(logits.argmax(1), labels, targeted)
+    found, adv_found = hit.clone(), adv.clone()
+    best, best_loss, grad_best = adv.clone(), loss.clone(), grad.clone()
+    step = torch.full((x.shape[0],), 2.0 * eps, device=x.device, dtype=x.dtype)
+    previous = adv.clone()
+    increases = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    loss_at_mark = best_loss.clone()
+    halved_at_mark = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    last_mark = 0
+    for i in range(steps):
+        a = MOMENTUM if i > 0 else 1.0
+        z = in_ball(x, adv + bcast(step, x) * step_direction(grad, norm), eps, norm)
+        new = in_ball(x, adv + a * (z - adv) + (1 - a) * (adv - previous), eps, norm)
+        previous, adv = adv, new.detach()
+        grad, logits = input_gradient(model, adv, objective)
+        with torch.no_grad():
+            new_loss = objective(logits)
+        hit = is_adversarial(logits.argmax(1), labels, targeted)
+        adv_found = torch.where(bcast(hit, x), adv, adv_found)
+        found |= hit
+        increases += (new_loss > loss).long()
+        loss = new_loss
+        better = new_loss > best_loss
+        best = torch.where(bcast(better, x), adv, best)
+        grad_best = torch.where(bcast(better, x), grad, grad_best)
+        best_loss = torch.where(better, new_loss, best_loss)
+        if i + 1 in marks:
+            window = i + 1 - last_mark
+            oscillates = increases.double() < RHO * window  # condition 1 fails
+            stalled = ~halved_at_mark & (best_loss <= loss_at_mark)  # condition 2
+            halve = oscillates | stalled
+            step = torch.where(halve, step / 2, step)
+            adv = torch.where(bcast(halve, x), best, adv)
+            grad = torch.where(bcast(halve, x), grad_best, grad)
+            halved_at_mark, loss_at_mark = halve, best_loss.clone()
+            increases.zero_()
+            last_mark = i + 1
+    return torch.where(bcast(found, x), adv_found, best), found
+
+
+def attack(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    loss: str = "ce",
+    targeted: bool = False,
+    eps: float = 0.3,
+    norm: str = "inf",
+    steps: int = 100,
+    restarts: int = 1,
+    seed: int | None = None,
+) -> AttackResult:
+    """APGD-CE / APGD-DLR with ``steps`` iterations per restart."""
+    name = f"apgd_{loss}"
+    labels = check_batch(inputs, labels, name)
+    norm = str(norm)
+    if norm not in NORMS:
+        raise AnntError(f"{name}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if loss not in APGD_LOSSES:
+        raise AnntError(f"apgd: loss must be one of {', '.join(APGD_LOSSES)}, got {loss!r}")
+    n, device = inputs.shape[0], inputs.device
+    gen = make_generator(seed, device)
+    x = inputs.detach()
+    with eval_mode(model):
+        with torch.no_grad():
+            classes = model(x[:1]).shape[1]
+        need = 4 if targeted else 3
+        if loss == "dlr" and classes < need:
+            raise AnntError(f"{name}: the DLR loss needs at least {need} classes, got {classes}")
+        clean = predict(model, x) if loss == "dlr" and targeted else None
+        adv, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=device)
+        tries = torch.zeros(n, dtype=torch.int64, device=device)
+        for _ in range(restarts):
+            todo = (~success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            tries[todo] += 1
+            sub_clean = None if clean is None else clean[todo]
+            objective = _objective(loss, labels[todo], targeted, sub_clean)
+            found, hit = _one_run(model, x[todo], labels[todo], targeted, objective, eps, norm, steps, gen)
+            adv[todo] = found
+            success[todo] = hit
+    return AttackResult(
+        adversarial=adv,
+        success=success,
+        iterations=counts(n, tries * steps, device),
+        forward_passes=counts(n, tries * (steps + 1), device),
+        backward_passes=counts(n, tries * (steps + 1), device),
+    )
+
+
+def attack_ce(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, **kw) -> AttackResult:
+    """APGD with the cross-entropy loss (registry entry ``apgd_ce``)."""
+    return attack(model, inputs, labels, loss="ce", **kw)
+
+
+def attack_dlr(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, **kw) -> AttackResult:
+    """APGD with the DLR loss (registry entry ``apgd_dlr``)."""
+    return attack(model, inputs, labels, loss="dlr", **kw)

@@ -1,0 +1,85 @@
+"""``annt diagnose``: the gradient-masking checklist on one model, with a verdict."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from annt.cli.common import add_data_dir, add_device, load_model_arg, positive_int, resolve_device
+from annt.errors import AnntError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diagnose", help="is the model robust or are its gradients masked? (checklist + verdict)")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, help="checkpoint folder or zoo:NAME")
+    p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
+    p.add_argument("--samples", type=positive_int, default=200, help="correctly classified test images")
+    p.add_argument("--eps", type=float, action="append", required=True, help="budget (repeatable)")
+    p.add_argument("--norm", default="inf", choices=("inf", "2"))
+    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: fgsm,pgd,apgd_ce,apgd_dlr + gradient-free ones registered)")
+    p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. pgd.steps=100 (repeatable)")
+    p.add_argument("--surrogate", default=None, help="model to craft transfer attacks on, e.g. zoo:mnist_a@fp")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-grow", action="store_true", help="skip the growing-eps check")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
+    add_data_dir(p)
+    add_device(p)
+    p.set_defaults(func=run)
+
+
+def parse_attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``pgd.steps=100`` -> ``{"pgd": {"steps": 100}}``."""
+    from annt.attacks import parse_param
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, value = parse_param(item)
+        attack, dot, name = key.partition(".")
+        if not dot or not attack or not name:
+            raise AnntError(f"bad --param {item!r}: write ATTACK.KEY=VALUE, e.g. pgd.steps=100")
+        out.setdefault(attack, {})[name] = value
+    return out
+
+
+def format_result(result: Any) -> str:
+    """Tables per eps (robust accuracy per attack, worst case), checks, verdict, evidence."""
+    lines = [f"{result.checkpoint} on {result.dataset}: {result.samples} correctly classified test images, "
+             f"norm {result.norm}, seed {result.seed}"]
+    for e in result.eps:
+        lines.append(f"eps {e:g}: robust accuracy")
+        for o in [o for o in result.outcomes if o.eps == e]:
+            lines.append(f"  {o.name:24s} {o.kind:14s} {o.robust_accuracy:.3f}  ({o.seconds:.1f} s)")
+        lines.append(f"  {'worst case':24s} {'all together':14s} {result.worst_case[e]:.3f}")
+    if result.growing:
+        lines.append("growing eps (pgd success): " + ", ".join(f"{e:g}: {r:.3f}" for e, r in result.growing))
+    g = result.gradient
+    lines.append(f"input gradient: {g['zero_gradient']:.3f} zero, {g['vanishing_gradient']:.3f} vanishing, "
+                 f"median L2 {g['median_gradient_l2']:.3g}")
+    lines += [f"skipped: {s}" for s in result.skipped]
+    lines.append(f"verdict: {result.verdict}")
+    lines += [f"  - {line}" for line in result.evidence]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from annt.robustness import diagnose
+
+    device = resolve_device(args.device)
+    model = load_model_arg(args.checkpoint, device)
+    surrogate = load_model_arg(args.surrogate, device) if args.surrogate else None
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
+    result = diagnose(
+        model, args.dataset, samples=args.samples, eps=args.eps, norm=args.norm, attacks=attacks,
+        params=parse_attack_params(args.param), surrogate=surrogate, seed=args.seed,
+        data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow,
+    )
+    result.checkpoint = args.checkpoint
+    if args.surrogate:
+        result.meta["surrogate"] = args.surrogate
+    if args.out:
+        from annt.robustness import save_diagnose
+
+        save_diagnose(args.out, result)
+    print(format_result(result))
+    return 0

@@ -1,0 +1,69 @@
+"""FMN: parity with adv-lib's ``fmn`` (deterministic, so to float error) and contract checks.
+
+adv-lib imports torchvision and visdom, which do not load beside this torch; stand-in modules
+are put in ``sys.modules`` for the duration of the test (install adv-lib with ``--no-deps``).
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from annt.attacks import run_attack
+from annt.zoo import load_model
+
+
+class _Stub(types.ModuleType):
+    """An empty module whose attributes are empty modules (adv-lib's unused imports)."""
+
+    def __getattr__(self, name: str) -> types.ModuleType:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        sub = _Stub(f"{self.__name__}.{name}")
+        setattr(self, name, sub)
+        sys.modules[sub.__name__] = sub
+        return sub
+
+
+@pytest.fixture(scope="module")
+def adv_lib_fmn():
+    saved = {k: sys.modules.get(k) for k in ("torchvision", "visdom")}
+    for name in saved:
+        sys.modules.setdefault(name, _Stub(name))
+    try:
+        yield pytest.importorskip("adv_lib.attacks").fmn
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                    del sys.modules[key]
+
+
+@pytest.mark.parametrize(("bits", "norm"), [("fp", "2"), ("1bit", "inf")])
+def test_fmn_matches_adv_lib(bits, norm, adv_lib_fmn, mnist_test, correct):
+    model = load_model(f"zoo:mnist_a@{bits}")
+    x, y = correct(model, mnist_test, 10)
+    ours = run_attack("fmn", model, x, y, {"norm": norm, "steps": 20})
+    ref = adv_lib_fmn(model, x, y, norm=2 if norm == "2" else float("inf"), steps=20)
+    torch.testing.assert_close(ours.adversarial, ref, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        hit = model(ours.adversarial).argmax(1) != y
+    assert torch.equal(hit, ours.success) and hit.any()
+    assert torch.equal(ours.adversarial[~hit], x[~hit])  # never adversarial: unchanged
+
+
+def test_fmn_contract_and_gradient_option(mnist_test, correct):
+    model = load_model("zoo:mnist_a@1bit")
+    x, y = correct(model, mnist_test, 8)
+    model.train()
+    res = run_attack("fmn", model, x, y, {"steps": 12, "norm": 2})
+    assert model.training
+    model.eval()
+    assert res.adversarial.min() >= 0 and res.adversarial.max() <= 1
+    assert torch.equal(res.forward_passes, torch.full_like(y, 12))
+    assert torch.equal(res.backward_passes, torch.full_like(y, 12))
+    soft = run_attack("fmn", model, x, y, {"steps": 12, "gradient": "ste_noclip"})
+    assert not torch.equal(soft.adversarial, res.adversarial)

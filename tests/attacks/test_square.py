@@ -1,0 +1,106 @@
+"""Square Attack: contract checks and parity with torchattacks' ``Square`` on the zoo's Mnist A.
+
+Square is randomised, so parity is statistical: the same 100 correctly classified test images,
+two seeds each, the same budget (torchattacks' ``n_queries`` excludes the starting query that
+ANNT's ``max_queries`` includes); pooled success rates within 0.03, median L2 of the
+successful perturbations within 5%.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from annt.attacks import run_attack
+from annt.zoo import load_model
+
+
+@pytest.fixture(scope="module")
+def zoo_fp():
+    return load_model("zoo:mnist_a@fp")
+
+
+@pytest.fixture(scope="module")
+def zoo_1bit():
+    return load_model("zoo:mnist_a@1bit")
+
+
+def _stats(model, x, y, adv):
+    with torch.no_grad():
+        hit = model(adv).argmax(1) != y
+    l2 = (adv - x).flatten(1).norm(dim=1)
+    return hit.float().mean().item(), l2[hit]
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_square_contract(norm, zoo_1bit, mnist_test, correct):
+    x, y = correct(zoo_1bit, mnist_test, 24)
+    eps = 0.2 if norm == "inf" else 2.0
+    params = {"eps": eps, "norm": norm, "max_queries": 40}
+    zoo_1bit.train()
+    res = run_attack("square", zoo_1bit, x, y, params, seed=3)
+    assert zoo_1bit.training  # mode restored
+    zoo_1bit.eval()
+    again = run_attack("square", zoo_1bit, x, y, params, seed=3)
+    assert torch.equal(res.adversarial, again.adversarial)
+    assert torch.equal(res.forward_passes, again.forward_passes)
+    adv = res.adversarial
+    assert adv.min() >= 0 and adv.max() <= 1 and adv.shape == x.shape
+    d = (adv - x).flatten(1)
+    if norm == "inf":
+        assert d.abs().max() <= eps + 1e-6
+    else:
+        assert d.norm(dim=1).max() <= eps * (1 + 1e-5)
+    with torch.no_grad():
+        assert torch.equal(zoo_1bit(adv).argmax(1) != y, res.success)
+    assert res.success.any() and not res.success.all()
+    # exact budget: failures spend all queries, successes stop at the query that succeeded
+    assert torch.equal(res.forward_passes[~res.success], torch.full_like(y[~res.success], 40))
+    assert res.forward_passes.max() <= 40 and res.forward_passes[res.success].min() >= 1
+    assert torch.equal(res.iterations, res.forward_passes - 1)
+    assert int(res.backward_passes.sum()) == 0
+    other = run_attack("square", zoo_1bit, x, y, params, seed=4)
+    assert not torch.equal(other.adversarial, adv)
+
+
+def test_square_targeted_reaches_targets(zoo_fp, mnist_test, correct):
+    x, y = correct(zoo_fp, mnist_test, 16)
+    target = (y + 1) % 10
+    res = run_attack("square", zoo_fp, x, target, {"eps": 0.3, "max_queries": 200, "targeted": True}, seed=0)
+    with torch.no_grad():
+        assert torch.equal(zoo_fp(res.adversarial).argmax(1) == target, res.success)
+    assert res.success.float().mean() > 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("bits", "norm", "eps"), [("1bit", "inf", 0.25), ("fp", "2", 2.5)])
+def test_square_matches_torchattacks(bits, norm, eps, mnist_test, correct):
+    torchattacks = pytest.importorskip("torchattacks")
+    model = load_model(f"zoo:mnist_a@{bits}")
+    x, y = correct(model, mnist_test, 100)
+    queries = 50
+    ours, ref = [], []
+    seeds = range(6)  # randomised on both sides: pool 6 runs so that seed noise stays well under 0.03
+    for seed in seeds:
+        res = run_attack("square", model, x, y, {"eps": eps, "norm": norm, "max_queries": queries}, seed=seed)
+        ours.append(_stats(model, x, y, res.adversarial))
+        torch.manual_seed(seed)
+        atk = torchattacks.Square(model, norm="Linf" if norm == "inf" else "L2", eps=eps,
+                                  n_queries=queries - 1, seed=seed)
+        ref.append(_stats(model, x, y, atk(x, y)))
+    rate_ours = sum(r for r, _ in ours) / len(seeds)
+    rate_ref = sum(r for r, _ in ref) / len(seeds)
+    assert 0.05 < rate_ref < 0.95  # an informative operating point, neither trivial nor hopeless
+    assert abs(rate_ours - rate_ref) <= 0.03, (rate_ours, rate_ref)
+    med_ours = torch.cat([d for _, d in ours]).median().item()
+    med_ref = torch.cat([d for _, d in ref]).median().item()
+    assert abs(med_ours - med_ref) <= 0.05 * med_ref, (med_ours, med_ref)
+
+
+def test_new_attacks_have_no_art_backend(zoo_fp):
+    from annt.errors import AnntError
+
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
+    for name in ("square", "hop_skip_jump", "fmn"):
+        with pytest.raises(AnntError, match=f"{name}: no ART backend"):
+            run_attack(name, zoo_fp, x, y, {}, backend="art")
