@@ -13,7 +13,15 @@ from typing import Annotated, Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from annt.attacks import apgd, boundary, cw, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap

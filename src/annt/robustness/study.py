@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annt.store.naming import slug
 from annt.robustness.runner import diagnose
 from annt.robustness.store import JSON_NAME
+from annt.store.naming import slug
 
 FOLDER = "diagnose"
 
