@@ -306,3 +306,12 @@ def test_training_without_test_evaluation_records_nan(tmp_path):
                          progress=False, device="cpu", evaluate_test=False)
     assert result.test_accuracy != result.test_accuracy  # NaN
     assert "test_accuracy" not in read_meta(tmp_path / "r" / "best")
+
+
+def test_new_recipe_fields_stay_out_of_study_keys_at_their_defaults():
+    """Studies stored before warm-up/Nesterov/label smoothing existed keep their train-cell keys."""
+    from annt.train.recipes import make_recipe, recipe_identity
+
+    plain = recipe_identity(make_recipe("resnet20"))
+    assert not {"warmup_epochs", "nesterov", "label_smoothing"} & set(plain)
+    assert recipe_identity(make_recipe("resnet20", nesterov=True))["nesterov"] is True

@@ -124,7 +124,7 @@ def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec, text:
 
 def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | None) -> list[ModelSlot]:
     from annt.models import model_info
-    from annt.train.recipes import Recipe, make_recipe
+    from annt.train.recipes import Recipe, make_recipe, recipe_identity
 
     slots: list[ModelSlot] = []
     seen: set[str] = set()
@@ -145,7 +145,7 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
             raise SpecError(source, f"{where}.train.{sorted(unknown)[0]}", "unknown training setting"
                             f" (known: epochs, train_limit, seed, {', '.join(Recipe.model_fields)})")
         try:
-            recipe = make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides).model_dump()
+            recipe = recipe_identity(make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides))
         except ValidationError as exc:
             e = exc.errors()[0]
             raise SpecError(source, f"{where}.train.{key_path(tuple(e['loc']))}", e["msg"]) from None

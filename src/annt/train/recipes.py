@@ -33,6 +33,16 @@ class Recipe(BaseModel):
     validation_size: int | None = None
 
 
+# Fields added after studies were first stored: left out of a study cell's identity while at
+# their defaults, so that models trained before they existed are reused, not retrained.
+_LATER_FIELDS = {"warmup_epochs": 0.0, "nesterov": False, "label_smoothing": 0.0}
+
+
+def recipe_identity(recipe: Recipe) -> dict:
+    """The recipe as a study cell's key sees it (see ``_LATER_FIELDS``)."""
+    return {k: v for k, v in recipe.model_dump().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+
+
 def default_recipe(model_name: str) -> Recipe:
     """Adam 1e-3 / batch 128 for the MNIST models; SGD 0.1 momentum 0.9 wd 2e-4 for ResNets."""
     if model_name.startswith("resnet"):
