@@ -138,28 +138,32 @@ def test_cli_prints_tables_and_verdict(tmp_path, capsys):
 
 
 def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
-    """The study hook on two zoo models (a stand-in study context on the bundled MNIST sample:
-    a real study re-evaluates the full test set per model, which costs a minute here)."""
+    """The study hook on two zoo models (a stand-in plan on the bundled MNIST sample: a real
+    study re-evaluates the full test set per model, which costs a minute here)."""
+    from importlib import resources
+    from pathlib import Path
     from types import SimpleNamespace
 
     from annt.experiments.spec import DiagnoseSpec
     from annt.report.diagnose import diagnose_section
     from annt.robustness.study import diagnose_models
+    from annt.zoo import zoo_entry
 
     block = DiagnoseSpec(eps=[0.1, 0.2], samples=4, attacks=["fgsm"], params={"pgd": {"steps": 3}},
                          grow=False)
     spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None)
-    ctx = SimpleNamespace(plan=SimpleNamespace(spec=spec, device="cpu"), out=tmp_path)
+    plan = SimpleNamespace(spec=spec, device=torch.device("cpu"), out_dir=tmp_path)
     handles = {}
     for tag in ("fp", "1bit"):
-        model = annt.load(f"zoo:mnist_a@{tag}")
-        slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a",
-                               bits=SimpleNamespace(tag=tag), zoo_name=f"zoo:mnist_a@{tag}")
-        handles[tag] = SimpleNamespace(slot=slot, folder=tmp_path, load=lambda d, m=model: m)
-    folders = diagnose_models(ctx, handles)
+        entry = zoo_entry(f"mnist_a@{tag}")
+        folder = Path(str(resources.files("annt.zoo") / entry["path"]))
+        slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
+                               zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
+        handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
+    folders = diagnose_models(plan, handles)
     assert [f.name for f in folders] == ["mnist-embedded-mnist_a-fp", "mnist-embedded-mnist_a-1bit"]
     stamp = (folders[1] / "diagnose.json").stat().st_mtime_ns
-    diagnose_models(ctx, handles)  # same settings: reused
+    diagnose_models(plan, handles)  # same settings: reused
     assert (folders[1] / "diagnose.json").stat().st_mtime_ns == stamp
     md = "\n".join(diagnose_section(tmp_path, tmp_path / "report"))
     assert "## Gradient-masking diagnosis" in md and "| 1 | 0.2 |" in md and "| FP | 0.1 |" in md
