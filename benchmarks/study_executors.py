@@ -13,34 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from annt.experiments.schema import TABLES, VOLATILE
-from annt.store.results import DB_NAME
+from annt.experiments.schema import comparable_rows
 
-
-def dump(out: Path) -> dict[str, list[tuple]]:
-    con = sqlite3.connect(out / DB_NAME)
-    con.row_factory = sqlite3.Row
-    rows: dict[str, list[tuple]] = {}
-    for table in TABLES:
-        found = [dict(r) for r in con.execute(f"SELECT * FROM {table}")]
-        rows[table] = sorted(
-            (tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v)
-                   for k, v in sorted(r.items()) if k not in VOLATILE) for r in found),
-            key=lambda row: dict(row)["cell"],
-        )
-    rows["cells"] = sorted(tuple(r) for r in con.execute("SELECT hash, kind, key, outputs FROM cells"))
-    con.close()
-    return rows
+dump = comparable_rows  # one definition, in the experiments layer
 
 
 def run(spec: str, out: Path, executor: str) -> tuple[float, float]:

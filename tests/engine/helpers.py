@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from annt.experiments.schema import TABLES, VOLATILE
+from annt.experiments.schema import comparable_rows
 from annt.store.results import DB_NAME
 
 SPEC = {
@@ -38,21 +37,7 @@ def write_spec(folder: Path, **over) -> Path:
     return path
 
 
-def dump(out: Path) -> dict[str, list[tuple]]:
-    """Every typed table's rows (without wall-clock columns) and the cells, sorted by cell hash."""
-    con = sqlite3.connect(out / DB_NAME)
-    con.row_factory = sqlite3.Row
-    rows = {}
-    for table in TABLES:
-        found = [dict(r) for r in con.execute(f"SELECT * FROM {table}")]
-        rows[table] = sorted(
-            (tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v)
-                   for k, v in sorted(r.items()) if k not in VOLATILE) for r in found),
-            key=lambda row: dict(row)["cell"],
-        )
-    rows["cells"] = sorted(tuple(r) for r in con.execute("SELECT hash, kind, key, outputs FROM cells"))
-    con.close()
-    return rows
+dump = comparable_rows  # one definition, in the experiments layer
 
 
 def count_cells(out: Path) -> int:

@@ -7,7 +7,12 @@ edit here plus the value in the cell that computes it (a missing value is stored
 
 from __future__ import annotations
 
+import math
+import sqlite3
+from pathlib import Path
+
 from annt.metrics.records import SUMMARY_KEYS
+from annt.store.results import DB_NAME
 
 INT, REAL, TEXT = "INTEGER", "REAL", "TEXT"
 
@@ -44,3 +49,24 @@ TABLES: dict[str, dict[str, str]] = {
 
 VOLATILE = frozenset({"seconds"})
 """Wall-clock columns: the only values that differ between two runs of the same cells."""
+
+
+def comparable_rows(out_dir: Path) -> dict[str, list[tuple]]:
+    """A study folder's results as comparable values: every typed table's rows without the
+    wall-clock columns (NaN spelt out, so equal rows compare equal) and the cells table, sorted
+    by cell hash. Executors and resumes are checked by comparing two of these."""
+    con = sqlite3.connect(Path(out_dir) / DB_NAME)
+    con.row_factory = sqlite3.Row
+    try:
+        rows: dict[str, list[tuple]] = {}
+        for table in TABLES:
+            found = [dict(r) for r in con.execute(f"SELECT * FROM {table}")]
+            rows[table] = sorted(
+                (tuple((k, "nan" if isinstance(v, float) and math.isnan(v) else v)
+                       for k, v in sorted(r.items()) if k not in VOLATILE) for r in found),
+                key=lambda row: dict(row)["cell"],
+            )
+        rows["cells"] = sorted(tuple(r) for r in con.execute("SELECT hash, kind, key, outputs FROM cells"))
+    finally:
+        con.close()
+    return rows
