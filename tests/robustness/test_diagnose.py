@@ -135,6 +135,7 @@ def test_cli_prints_tables_and_verdict(tmp_path, capsys):
     summary = json.loads((tmp_path / "d" / "diagnose.json").read_text())
     assert summary["checkpoint"] == "zoo:mnist_a@1bit" and summary["samples"] == 6
     assert summary["outcomes"][1]["params"]["steps"] == 5
+    assert summary["meta"]["bits_tag"] == "1bit"  # what reports group the CLI's results by
 
 
 def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
@@ -169,6 +170,39 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
     assert "## Gradient-masking diagnosis" in md and "| 1 | 0.2 |" in md and "| FP | 0.1 |" in md
     assert list((tmp_path / "report" / "plots").glob("diagnose-*.png"))
     assert (tmp_path / "report" / "diagnose-mnist-embedded-mnist_a-inf.csv").is_file()
+
+
+def test_study_block_runs_models_in_parallel_workers(tmp_path, zoo_1bit):
+    """With the ``processes`` executor each model is diagnosed in its own worker: same results."""
+    from importlib import resources
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from annt.experiments.spec import DiagnoseSpec
+    from annt.robustness.study import diagnose_models
+    from annt.zoo import zoo_entry
+
+    block = DiagnoseSpec(eps=[0.1], samples=4, attacks=["fgsm", "pgd"], params={"pgd": {"steps": 3}},
+                         grow=False)
+    results = {}
+    for kind, workers in (("serial", None), ("processes", 2)):
+        spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None, threads=1,
+                               executor=SimpleNamespace(kind=kind, workers=workers))
+        plan = SimpleNamespace(spec=spec, device=torch.device("cpu"), out_dir=tmp_path / kind)
+        handles = {}
+        for tag in ("fp", "1bit"):
+            entry = zoo_entry(f"mnist_a@{tag}")
+            folder = Path(str(resources.files("annt.zoo") / entry["path"]))
+            slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
+                                   zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
+            handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
+        results[kind] = [json.loads((f / "diagnose.json").read_text()) for f in diagnose_models(plan, handles)]
+    def timeless(outcomes):
+        return [{k: v for k, v in o.items() if k != "seconds"} for o in outcomes]
+
+    for serial, parallel in zip(results["serial"], results["processes"], strict=True):
+        assert timeless(serial["outcomes"]) == timeless(parallel["outcomes"])
+        assert serial["verdict"] == parallel["verdict"] and serial["worst_case"] == parallel["worst_case"]
 
 
 def test_study_block_is_validated_before_work():

@@ -75,7 +75,8 @@ def robust_under(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, eps: float, norm: str
 ) -> np.ndarray:
     """Robust per sample: still correct, or fooled only outside the budget."""
-    fooled = (predict_labels(model, adv) != y.to(adv.device)) & within_budget(x, adv, eps, norm)
+    adv = adv.to(x.device)  # attacks may hand back their result on another device than the images
+    fooled = (predict_labels(model, adv).to(x.device) != y.to(x.device)) & within_budget(x, adv, eps, norm)
     return (~fooled).cpu().numpy()
 
 

@@ -143,6 +143,16 @@ def run_checklist(
     return outcomes, worst, growing, health, evidence, skipped
 
 
+def _bits_tag(bits: Any) -> str | None:
+    """``fp`` / ``1bit`` ... for a checkpoint's recorded bitwidth (what reports group by)."""
+    from annt.quant.bits import parse_bits
+
+    try:
+        return parse_bits(bits).tag if bits is not None else None
+    except (ValueError, TypeError, AnntError):
+        return None
+
+
 def diagnose(
     checkpoint: str | Path | nn.Module,
     dataset: str | None = None,
@@ -192,7 +202,7 @@ def diagnose(
         index=chosen.index.cpu().numpy().astype(np.int64), outcomes=outcomes, worst_case=worst,
         growing=growing, gradient=health, verdict=verdict.verdict(evidence), evidence=evidence,
         skipped=skipped,
-        meta={"model": meta.get("model"), "bits": meta.get("bits"),
+        meta={"model": meta.get("model"), "bits": meta.get("bits"), "bits_tag": _bits_tag(meta.get("bits")),
               "surrogate": None if surrogate is None else str(surrogate if not isinstance(surrogate, nn.Module) else "model"),
               "tolerance": tolerance},
     )
