@@ -224,7 +224,7 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
         if plan.spec.diagnose is not None:
             from annt.robustness.study import diagnose_models
 
-            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots})
+            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots}, WORKSPACE.model)
         db.finish_study(plan.study_id)
         return book.computed, book.reused
 

@@ -8,8 +8,11 @@ study resumes here too; ``annt report`` reads the folders back.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from torch import nn
 
 from annt.robustness.runner import diagnose
 from annt.robustness.store import JSON_NAME
@@ -25,13 +28,13 @@ def _done(folder: Path, settings: dict[str, Any]) -> bool:
         return False
 
 
-def diagnose_models(plan: Any, handles: dict[str, Any]) -> list[Path]:
+def diagnose_models(plan: Any, handles: dict[str, Any], load: Callable[..., nn.Module]) -> list[Path]:
     """Run (or reuse) the checklist for each finished model of the study; returns the folders.
 
     Runs in the driver after the cell graph (the checklist is one unit per model, not a cell).
+    ``load(slot, folder, sha256, device)`` gives a handle's model: the study passes its
+    workspace's verifying loader (this layer does not import the experiments layer above it).
     """
-    from annt.experiments.steps import WORKSPACE
-
     block = plan.spec.diagnose
     settings = block.model_dump(mode="json") | {"seed": plan.spec.seed}
     folders = []
@@ -47,7 +50,7 @@ def diagnose_models(plan: Any, handles: dict[str, Any]) -> list[Path]:
         if _done(folder, settings):
             continue
         result = diagnose(
-            WORKSPACE.model(slot, handle.folder, handle.sha256, plan.device), slot.dataset, samples=block.samples, eps=block.eps,
+            load(slot, handle.folder, handle.sha256, plan.device), slot.dataset, samples=block.samples, eps=block.eps,
             norm=block.norm, attacks=block.attacks, params=block.params, surrogate=surrogate,
             seed=plan.spec.seed, data_dir=plan.spec.data_dir, tolerance=block.tolerance,
             grow=block.grow,
