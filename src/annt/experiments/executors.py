@@ -174,7 +174,9 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 if address == "local":
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                    # "local" (not None): a new instance even when RAY_ADDRESS or a ``ray start``
+                    # cluster on this machine would otherwise be joined
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                              object_store_memory=200 * 2**20)
                 else:
                     ray.init(address=address, log_to_driver=False)
