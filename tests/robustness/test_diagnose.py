@@ -146,6 +146,7 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
     from types import SimpleNamespace
 
     from annt.experiments.spec import DiagnoseSpec
+    from annt.experiments.steps import WORKSPACE
     from annt.report.diagnose import diagnose_section
     from annt.robustness.study import diagnose_models
     from annt.zoo import zoo_entry
@@ -161,10 +162,10 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
         slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
                                zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
         handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
-    folders = diagnose_models(plan, handles)
+    folders = diagnose_models(plan, handles, WORKSPACE.model)
     assert [f.name for f in folders] == ["mnist-embedded-mnist_a-fp", "mnist-embedded-mnist_a-1bit"]
     stamp = (folders[1] / "diagnose.json").stat().st_mtime_ns
-    diagnose_models(plan, handles)  # same settings: reused
+    diagnose_models(plan, handles, WORKSPACE.model)  # same settings: reused
     assert (folders[1] / "diagnose.json").stat().st_mtime_ns == stamp
     md = "\n".join(diagnose_section(tmp_path, tmp_path / "report"))
     assert "## Gradient-masking diagnosis" in md and "| 1 | 0.2 |" in md and "| FP | 0.1 |" in md
@@ -174,11 +175,14 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
 
 def test_study_block_runs_models_in_parallel_workers(tmp_path, zoo_1bit):
     """With the ``processes`` executor each model is diagnosed in its own worker: same results."""
+    import functools
     from importlib import resources
     from pathlib import Path
     from types import SimpleNamespace
 
+    from annt.experiments.executors import diagnose_in_workers
     from annt.experiments.spec import DiagnoseSpec
+    from annt.experiments.steps import WORKSPACE
     from annt.robustness.study import diagnose_models
     from annt.zoo import zoo_entry
 
@@ -196,7 +200,10 @@ def test_study_block_runs_models_in_parallel_workers(tmp_path, zoo_1bit):
             slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
                                    zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
             handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
-        results[kind] = [json.loads((f / "diagnose.json").read_text()) for f in diagnose_models(plan, handles)]
+        parallel = functools.partial(diagnose_in_workers, plan) if kind == "processes" else None
+        folders = diagnose_models(plan, handles, WORKSPACE.model, parallel)
+        results[kind] = [json.loads((f / "diagnose.json").read_text()) for f in folders]
+
     def timeless(outcomes):
         return [{k: v for k, v in o.items() if k != "seconds"} for o in outcomes]
 

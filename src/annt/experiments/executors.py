@@ -95,6 +95,26 @@ def _run_in_worker(task: Task) -> Finished:
     return compute(task, device=_DEVICE)
 
 
+def _diagnose_in_worker(plan: StudyPlan, handle: Any, folder: Any, settings: dict[str, Any]) -> Any:
+    from annt.experiments.steps import WORKSPACE
+    from annt.robustness.study import diagnose_one
+
+    return diagnose_one(plan, handle, folder, settings, WORKSPACE.model, _DEVICE or plan.device)
+
+
+def diagnose_in_workers(plan: StudyPlan, jobs: list[tuple[Any, Any, dict[str, Any]]]) -> None:
+    """A study's ``diagnose:`` block, one model per local worker (same pinning as the cells).
+
+    Each checklist saves its own folder, so a failure leaves the others' results in place.
+    """
+    workers = min(len(jobs), plan.spec.executor.workers or os.cpu_count() or 1)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(default_threads(plan, workers), str(plan.device), os.getpid())) as pool:
+        futures = [pool.submit(_diagnose_in_worker, plan, *job) for job in jobs]
+        for future in futures:
+            future.result()
+
+
 class ProcessExecutor:
     """A local pool of ``workers`` processes (spawned); each pins its thread count and device."""
 
@@ -174,7 +194,9 @@ class RayExecutor:
         if not ray.is_initialized():
             try:
                 if address == "local":
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                    # "local" (not None): a new instance even when RAY_ADDRESS or a ``ray start``
+                    # cluster on this machine would otherwise be joined
+                    ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                              object_store_memory=200 * 2**20)
                 else:
                     ray.init(address=address, log_to_driver=False)

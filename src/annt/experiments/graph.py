@@ -19,11 +19,6 @@ if TYPE_CHECKING:
 
 Kind = Literal["train", "load", "craft", "evaluate", "transfer", "progression", "report"]
 
-# kind of a cell -> its kind in the results database (``cells.kind``; part of the cell's key)
-STORED_KIND: dict[str, str] = {"train": "model", "load": "model", "craft": "craft", "evaluate": "evaluate",
-                               "transfer": "evaluate", "progression": "progression"}
-
-
 @dataclass(frozen=True)
 class Cell:
     """One unit of work: its kind, inputs and the ids of the cells whose results it uses."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from annt.errors import AnntError
 from annt.experiments.graph import Cell
+from annt.experiments.schema import recorded_set_sha
 from annt.store.results import ResultsDB
 
 
@@ -23,7 +24,7 @@ def intact_cell(out: Path, db: ResultsDB, cell: Cell, h: str, outputs: dict[str,
     if cell.kind == "train":
         return intact_model(out, outputs)
     if cell.kind == "craft":
-        return intact_set(out, outputs, db.value("attack_sets", h, "sha256"))
+        return intact_set(out, outputs, recorded_set_sha(db, h))
     if cell.kind in ("evaluate", "transfer"):
         return (out / outputs["records"]).is_file()
     if cell.kind == "progression":

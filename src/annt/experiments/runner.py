@@ -10,6 +10,7 @@ driver checks its files against the hashes the database recorded
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -28,6 +29,7 @@ from annt.experiments.executors import Executor, make_executor
 from annt.experiments.graph import Cell
 from annt.experiments.integrity import intact_cell
 from annt.experiments.plan import StudyPlan, build_plan
+from annt.experiments.schema import ATTACK_SETS, SET_SHA256, recorded_set_sha
 from annt.experiments.spec import SpecError, StudySpec, load_spec
 from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key, model_of
 from annt.inputs.results_db import check_ours
@@ -170,7 +172,8 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                 failure = failure or exc
                 return
             book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
-            done[job.cell.id] = Done(fin.hash, fin.outputs, fin.row.get("sha256") if job.cell.kind == "craft" else None)
+            sha = fin.row.get(SET_SHA256) if fin.table == ATTACK_SETS.name else None
+            done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
             bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
@@ -190,7 +193,7 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                     if outputs is None:
                         ready.append((cell, key, h))
                     else:
-                        sha = db.value("attack_sets", h, "sha256") if cell.kind == "craft" else None
+                        sha = recorded_set_sha(db, h) if cell.kind == "craft" else None
                         done[cell.id] = Done(h, outputs, sha)
                         bar.update(1)
                         changed = True
@@ -222,9 +225,12 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
         if failure is not None:
             raise failure
         if plan.spec.diagnose is not None:
+            from annt.experiments.executors import diagnose_in_workers
             from annt.robustness.study import diagnose_models
 
-            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots})
+            local = plan.spec.executor.kind == "processes"
+            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots}, WORKSPACE.model,
+                            functools.partial(diagnose_in_workers, plan) if local else None)
         db.finish_study(plan.study_id)
         return book.computed, book.reused
 

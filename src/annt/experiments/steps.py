@@ -1,7 +1,10 @@
 """What each kind of study cell computes: its key (identity) and its files, row and outputs.
 
-``cell_key`` runs in the driver (it needs only the plan and the dependencies' results);
-``compute`` runs wherever the executor puts the cell (this process, a local worker process
+The key, the row and an adversarial set's metadata are derived from the cell's table schema
+(``annt.experiments.schema``) and the cell's facts: ``given`` (known before it runs) plus what
+its step measured (the schema maps both to key fields, columns and metadata; the steps do not
+build rows). ``cell_key`` runs in the driver (it needs only the plan and the dependencies'
+results); ``compute`` runs wherever the executor puts the cell (this process, a local worker process
 or a Ray worker): it reads models and sets from the output folder, writes its own files
 atomically and returns the outputs and database row, which the driver alone records.
 """
@@ -20,10 +23,11 @@ from tqdm.auto import tqdm
 
 from annt.data import ImageSet, load_dataset
 from annt.data.sampling import sample_correct
-from annt.experiments.attack_api import UNIVERSAL, craft
+from annt.experiments.attack_api import craft
 from annt.experiments.cells import derive_seed
-from annt.experiments.graph import STORED_KIND, Cell, model_id
+from annt.experiments.graph import Cell, model_id
 from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
+from annt.experiments.schema import Facts, table_of
 from annt.experiments.trust import load_slot_model
 from annt.inputs.fit import check_fits
 from annt.metrics import evaluate_set, match_clean
@@ -126,91 +130,84 @@ def attack_seed(plan: StudyPlan, run: int, slot: ModelSlot, attack: AttackConfig
     return derive_seed(plan.spec.seed, "attack", run, slot.key, attack.label)
 
 
-# ---------------------------------------------------------------------------- keys
+# ---------------------------------------------------------------------------- facts and keys
+
+
+def given(plan: StudyPlan, cell: Cell, deps: dict[str, Done]) -> Facts:
+    """What is known about a cell before it runs: the facts its key (and most of its row) come from.
+
+    Derived the same way in the driver (for the key) and in the worker (for the row), from the
+    plan, the cell and its finished dependencies.
+    """
+    slot, attack = cell.slot, cell.attack
+    assert slot is not None
+    facts = Facts(plan=plan, cell=cell, slot=slot, attack=attack, run=cell.run)
+    if cell.kind == "load":
+        assert slot.checkpoint is not None
+        folder = slot.checkpoint.resolve()
+        sha = read_meta(folder).get("weights_sha256") or file_digest(folder / WEIGHTS)
+        return facts.but(folder=folder, sha256=sha)
+    if cell.kind == "train":
+        return facts
+    assert attack is not None
+    facts = facts.but(source=_model(plan, slot, deps), sample_seed=sample_seed(plan, cell.run),
+                      attack_seed=attack_seed(plan, cell.run, slot, attack))
+    if cell.kind in ("evaluate", "transfer"):
+        assert cell.target is not None
+        facts = facts.but(target=_model(plan, cell.target, deps), crafted=deps[cell.deps[0]])
+    return facts
 
 
 def cell_key(plan: StudyPlan, cell: Cell, deps: dict[str, Done]) -> dict[str, Any]:
-    """The key a cell's hash covers (without the ANNT version, which ``CellBook`` adds)."""
-    slot, attack = cell.slot, cell.attack
-    assert slot is not None
-    if cell.kind in ("train", "load"):
-        base = {"kind": "model", "dataset": slot.dataset, "model": slot.model, "bits": str(slot.bits)}
-        if cell.kind == "load":
-            assert slot.checkpoint is not None
-            folder = slot.checkpoint.resolve()
-            sha = read_meta(folder).get("weights_sha256") or file_digest(folder / WEIGHTS)
-            return {**base, "origin": "checkpoint", "sha256": sha}
-        return {**base, "origin": "train", "recipe": slot.recipe, "train_limit": slot.train.train_limit,
-                "seed": slot.train.seed}
-    assert attack is not None
-    source = _model(plan, slot, deps)
-    if cell.kind == "craft":
-        return {
-            "kind": "craft", "dataset": slot.dataset, "source": source.sha256,
-            "attack": attack.name, "label": attack.label, "params": attack.params,
-            "backend": attack.backend, "chunk": None if attack.name in UNIVERSAL else attack.chunk,
-            "samples": plan.spec.samples, "run": cell.run, "sample_seed": sample_seed(plan, cell.run),
-            "attack_seed": attack_seed(plan, cell.run, slot, attack),
-        }
-    if cell.kind in ("evaluate", "transfer"):
-        assert cell.target is not None
-        target = _model(plan, cell.target, deps)
-        crafted = deps[cell.deps[0]]
-        return {"kind": "evaluate", "set": crafted.hash, "target": target.sha256,
-                "mode": "direct" if cell.kind == "evaluate" else "transfer",
-                "max_samples": plan.spec.samples, "flag": plan.spec.flag.model_dump()}
-    if cell.kind == "progression":
-        return {"kind": "progression", "dataset": slot.dataset, "source": source.sha256,
-                "attack": attack.name, "label": attack.label, "params": attack.params,
-                "iterations": list(attack.progression), "images": plan.spec.report.progression.images,
-                "sample_seed": sample_seed(plan, 0), "seed": attack_seed(plan, 0, slot, attack),
-                "backend": attack.backend}
-    raise ValueError(f"cell {cell.id} is not stored")
+    """The key a cell's hash covers (without the ANNT version, which ``CellBook`` adds).
+
+    Its fields are the ``key`` fields of the cell's table schema (``annt.experiments.schema``).
+    """
+    if not cell.stored:
+        raise ValueError(f"cell {cell.id} is not stored")
+    return table_of(cell.kind).key(given(plan, cell, deps), cell.kind)
 
 
 # ---------------------------------------------------------------------------- compute
+
+Measured = dict[str, Any]
+"""What a step measured (facts the schema's row fields read: ``path``, ``sha256``, ``summary`` ...)."""
 
 
 def compute(task: Task, device: torch.device | None = None, ws: Workspace = WORKSPACE) -> Finished:
     """Compute one cell's files and row (``device`` overrides the plan's, for pinned workers)."""
     dev = device or task.plan.device
     tic = time.perf_counter()
+    kind = task.cell.kind
+    facts = given(task.plan, task.cell, task.deps).but(hash=task.hash)
     fn = {"train": _train, "load": _load, "craft": _craft, "evaluate": _evaluate, "transfer": _evaluate,
-          "progression": _progression}[task.cell.kind]
-    outputs, table, row = fn(task, dev, ws)
-    return Finished(task.hash, STORED_KIND[task.cell.kind], task.key, outputs, table, row,
-                    time.perf_counter() - tic)
+          "progression": _progression}[kind]
+    outputs, measured = fn(task, facts, dev, ws)
+    table = table_of(kind)
+    row = table.row(facts.but(**measured), kind)
+    return Finished(task.hash, table.kind, task.key, outputs, table.name, row, time.perf_counter() - tic)
 
 
 def _rel(plan: StudyPlan, path: Path) -> str:
     return path.relative_to(plan.out_dir).as_posix()
 
 
-def _model_row(slot: ModelSlot, origin: str, checkpoint: str, sha: str) -> dict[str, Any]:
-    return {"dataset": slot.dataset, "model": slot.model, "bits": str(slot.bits),
-            "bits_tag": slot.bits.tag, "origin": origin, "checkpoint": checkpoint, "sha256": sha}
-
-
-def _load(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    slot = task.cell.slot
-    assert slot is not None and slot.checkpoint is not None
-    folder, sha = slot.checkpoint.resolve(), task.key["sha256"]
+def _load(task: Task, facts: Facts, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], Measured]:
+    slot, folder, sha = facts.slot, facts.folder, facts.sha256
     model = ws.model(slot, folder, sha, dev)
     test = ws.test_set(task.plan, slot.dataset)
     check_fits(model.annt_meta, test.x, test.y, f"dataset {slot.dataset}", f"checkpoint {folder}")
     meta = read_meta(folder)
-    row = {**_model_row(slot, "checkpoint", slot.zoo_name or str(folder), sha),
-           "test_accuracy": accuracy(model, test.x, test.y),
-           "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
-    return {"checkpoint": str(folder), "sha256": sha}, "models", row
+    measured = {"checkpoint": slot.zoo_name or str(folder), "test_accuracy": accuracy(model, test.x, test.y),
+                "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
+    return {"checkpoint": str(folder), "sha256": sha}, measured
 
 
-def _train(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _train(task: Task, facts: Facts, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], Measured]:
     """Train the slot's model (resuming an interrupted training from its ``last/`` checkpoint)."""
     from annt.train import train_model
 
-    plan, slot = task.plan, task.cell.slot
-    assert slot is not None
+    plan, slot = task.plan, facts.slot
     folder = plan.out_dir / "models" / slot.dataset / f"{slug(slot.model)}-{slot.bits.tag}-{task.hash[:8]}"
     result = train_model(
         slot.model, slot.dataset, slot.bits, folder, epochs=slot.train.epochs,
@@ -218,10 +215,9 @@ def _train(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any]
         progress=task.progress, train_limit=slot.train.train_limit, **slot.train.recipe_overrides,
     )
     sha = file_digest(result.best / WEIGHTS)
-    row = {**_model_row(slot, "train", _rel(plan, result.best), sha),
-           "test_accuracy": result.test_accuracy,
-           "validation_accuracy": result.validation_accuracy, "epochs": result.epochs}
-    return {"checkpoint": _rel(plan, result.best), "sha256": sha}, "models", row
+    measured = {"checkpoint": _rel(plan, result.best), "sha256": sha, "test_accuracy": result.test_accuracy,
+                "validation_accuracy": result.validation_accuracy, "epochs": result.epochs}
+    return {"checkpoint": _rel(plan, result.best), "sha256": sha}, measured
 
 
 def _samples(task: Task, source: _Model, model: nn.Module, n: int, seed: int, ws: Workspace) -> ImageSet:
@@ -232,43 +228,31 @@ def _samples(task: Task, source: _Model, model: nn.Module, n: int, seed: int, ws
     return ws.samples[key]
 
 
-def _craft(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _craft(task: Task, facts: Facts, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], Measured]:
     """Sample correctly classified test images (seeded per run) and attack them on the source."""
     plan, cell, h = task.plan, task.cell, task.hash
-    attack, run = cell.attack, cell.run
-    assert attack is not None and cell.slot is not None
-    source = _model(plan, cell.slot, task.deps)
-    n, s_seed, a_seed = plan.spec.samples, task.key["sample_seed"], task.key["attack_seed"]
+    attack, run, source = facts.attack, facts.run, facts.source
     model = ws.model(source.slot, source.folder, source.sha256, dev)
-    chosen = _samples(task, source, model, n, s_seed, ws)
+    chosen = _samples(task, source, model, plan.spec.samples, facts.sample_seed, ws)
     bar = tqdm(total=len(chosen), desc=f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag}"
                f" run {run}", unit="img", leave=False, disable=not task.progress)
     tic = time.perf_counter()
     result = craft(
         attack.name, model, chosen.x.to(dev), chosen.y.to(dev), attack.params,
-        seed=a_seed, backend=attack.backend, chunk=attack.chunk, on_chunk=bar.update,
+        seed=facts.attack_seed, backend=attack.backend, chunk=attack.chunk, on_chunk=bar.update,
     )
     seconds = time.perf_counter() - tic
     bar.close()
     costs = {k: getattr(result, k).detach().cpu() for k in ("iterations", "forward_passes", "backward_passes")}
     path = plan.out_dir / "sets" / source.slot.dataset / f"{slug(source.slot.model)}-{source.slot.bits.tag}" \
         / slug(attack.label) / f"run{run}-{h[:8]}.npz"
-    meta = {
-        "dataset": source.slot.dataset, "split": "test", "model": source.slot.model,
-        "bits": str(source.slot.bits), "weights_sha256": source.sha256, "checkpoint": str(source.folder),
-        "attack": attack.name, "label": attack.label, "params": attack.params, "seed": a_seed,
-        "sample_seed": s_seed, "run": run, "backend": attack.backend, "cell": h,
-        "seconds": round(seconds, 3),
-    }
     adv = AdversarialSet(
         result.adversarial.detach().cpu().float(), chosen.y, chosen.index, result.success.detach().cpu(),
-        costs, {k: v.detach().cpu() for k, v in result.extras.items()}, meta,
+        costs, {k: v.detach().cpu() for k, v in result.extras.items()},
+        table_of(cell.kind).meta(facts.but(seconds=seconds), cell.kind),
     )
     save_adversarial_set(path, adv)
-    row = {
-        "dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
-        "bits_tag": source.slot.bits.tag, "source_sha": source.sha256, "attack": attack.name,
-        "label": attack.label, "params": attack.params, "run": run, "seed": a_seed, "samples": len(chosen),
+    measured = {
         "path": _rel(plan, path), "sha256": file_digest(path), "n": len(chosen),
         "source_success_rate": float(adv.success.float().mean()),
         "mean_iterations": float(costs["iterations"].double().mean()),
@@ -276,50 +260,36 @@ def _craft(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any]
         "mean_backward_passes": float(costs["backward_passes"].double().mean()),
         "seconds": seconds,
     }
-    return {"path": _rel(plan, path)}, "attack_sets", row
+    return {"path": _rel(plan, path)}, measured
 
 
-def _evaluate(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _evaluate(task: Task, facts: Facts, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], Measured]:
     """Apply a set to its source (direct) or to another model (transfer protocol)."""
     plan, cell = task.plan, task.cell
-    assert cell.slot is not None and cell.target is not None and cell.attack is not None
-    source, target = _model(plan, cell.slot, task.deps), _model(plan, cell.target, task.deps)
-    crafted = task.deps[cell.deps[0]]
-    mode = task.key["mode"]
+    source, target, crafted = facts.source, facts.target, facts.crafted
     adv_set = load_recorded_set(plan.out_dir / crafted.outputs["path"], crafted.sha256)  # the DB's sha256
     clean = match_clean(adv_set, ws.test_set(plan, target.slot.dataset))
-    ev = evaluate_set(ws.model(target.slot, target.folder, target.sha256, dev), adv_set, clean, mode=mode,
-                      max_samples=plan.spec.samples, criterion=plan.spec.flag)
+    ev = evaluate_set(ws.model(target.slot, target.folder, target.sha256, dev), adv_set, clean,
+                      mode=task.key["mode"], max_samples=plan.spec.samples, criterion=plan.spec.flag)
     src, tgt = source.slot, target.slot
     path = plan.out_dir / "records" / src.dataset / f"{slug(src.model)}-{src.bits.tag}" \
-        / slug(cell.attack.label) / f"run{cell.run}-{slug(tgt.model)}-{tgt.bits.tag}-{task.hash[:8]}.npz"
+        / slug(facts.attack.label) / f"run{cell.run}-{slug(tgt.model)}-{tgt.bits.tag}-{task.hash[:8]}.npz"
     atomic_save_npz(path, **ev.records.to_arrays())
-    row = {
-        "dataset": src.dataset, "attack": cell.attack.name, "label": cell.attack.label,
-        "params": cell.attack.params, "run": cell.run, "mode": mode, "source_model": src.model,
-        "source_bits": src.bits.tag, "target_model": tgt.model, "target_bits": tgt.bits.tag,
-        "source_sha": source.sha256, "target_sha": target.sha256, "set_cell": crafted.hash,
-        "set_path": crafted.outputs["path"], "records_path": _rel(plan, path), **ev.summary,
-    }
-    return {"records": _rel(plan, path)}, "results", row
+    return {"records": _rel(plan, path)}, {"records_path": _rel(plan, path), "summary": ev.summary}
 
 
-def _progression(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _progression(task: Task, facts: Facts, dev: torch.device, ws: Workspace) -> tuple[dict[str, Any], Measured]:
     """Boundary Attack on a few images at growing iteration counts, same seed (paper Figure 3)."""
-    plan, cell = task.plan, task.cell
-    attack = cell.attack
-    assert attack is not None and cell.slot is not None
-    source = _model(plan, cell.slot, task.deps)
-    k, s_seed, a_seed = task.key["images"], task.key["sample_seed"], task.key["seed"]
+    plan, attack, source = task.plan, facts.attack, facts.source
     model = ws.model(source.slot, source.folder, source.sha256, dev)
-    pool = _samples(task, source, model, plan.spec.samples, s_seed, ws)  # run 0's images: first k
-    chosen = pool.subset(torch.arange(min(k, len(pool))))
+    pool = _samples(task, source, model, plan.spec.samples, facts.sample_seed, ws)  # run 0's images: first k
+    chosen = pool.subset(torch.arange(min(task.key["images"], len(pool))))
     x, y = chosen.x.to(dev), chosen.y.to(dev)
     frames, success = [], []
     for it in tqdm(attack.progression, desc=f"  progression {attack.label}", leave=False,
                    disable=not task.progress):
         result = craft(attack.name, model, x, y, {**attack.params, "max_iter": it},
-                       seed=a_seed, backend=attack.backend, chunk=len(x))
+                       seed=facts.attack_seed, backend=attack.backend, chunk=len(x))
         frames.append(result.adversarial.detach().cpu().float().numpy())
         success.append(result.success.detach().cpu().numpy())
     path = plan.out_dir / "progressions" / source.slot.dataset / \
@@ -329,7 +299,4 @@ def _progression(task: Task, dev: torch.device, ws: Workspace) -> tuple[dict[str
         success=np.stack(success), clean=chosen.x.numpy(), labels=chosen.y.numpy(),
         image_index=chosen.index.numpy(),
     )
-    row = {"dataset": source.slot.dataset, "model": source.slot.model, "bits": str(source.slot.bits),
-           "bits_tag": source.slot.bits.tag, "label": attack.label, "path": _rel(plan, path),
-           "iterations": list(attack.progression)}
-    return {"path": _rel(plan, path)}, "progressions", row
+    return {"path": _rel(plan, path)}, {"path": _rel(plan, path)}

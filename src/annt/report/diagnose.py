@@ -12,10 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from annt.experiments.spec import slug  # noqa: E402
 from annt.report.aggregate import bits_label, bits_order  # noqa: E402
 from annt.report.figures import save_figure  # noqa: E402
 from annt.store.atomic import atomic_write_text  # noqa: E402
+from annt.store.naming import slug  # noqa: E402
 
 COLUMNS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square", "hop_skip_jump")
 

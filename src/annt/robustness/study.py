@@ -2,27 +2,26 @@
 
 Results go to ``<out>/diagnose/<dataset>-<model>-<bits>/`` (``diagnose.json`` / ``.npz``,
 atomic). A folder whose JSON was written with the same settings is reused, so a re-run
-study resumes here too; ``annt report`` reads the folders back. With the ``processes``
-executor the models are diagnosed in parallel, one per worker (same pinning of threads and
-device as the cells); otherwise one after the other in the driver.
+study resumes here too; ``annt report`` reads the folders back.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from annt.robustness.runner import diagnose
 from annt.robustness.store import JSON_NAME
 from annt.store.naming import slug
 
 FOLDER = "diagnose"
+
+Job = tuple[Any, Path, dict[str, Any]]  # (model handle, its folder, the block's settings)
 
 
 def _done(folder: Path, settings: dict[str, Any]) -> bool:
@@ -32,24 +31,23 @@ def _done(folder: Path, settings: dict[str, Any]) -> bool:
         return False
 
 
-def _diagnose_one(plan: Any, handle: Any, folder: Path, settings: dict[str, Any],
-                  device: torch.device | None = None, surrogate: Any = None) -> Path:
-    """The checklist on one finished model of the study, saved to ``folder``."""
-    from annt.experiments.steps import WORKSPACE
+def diagnose_one(plan: Any, handle: Any, folder: Path, settings: dict[str, Any], load: Callable[..., nn.Module],
+                 device: torch.device, surrogate: nn.Module | None = None) -> Path:
+    """The checklist on one finished model of the study, saved to ``folder``.
+
+    ``load(slot, folder, sha256, device)`` gives the handle's model; the surrogate named in the
+    block is loaded here unless the caller passes it (loaded once for many models).
+    """
     from annt.robustness.store import save_diagnose
 
     block, slot = plan.spec.diagnose, handle.slot
-    if device is None:  # in a pool worker: the device its initializer pinned
-        from annt.experiments import executors
-
-        device = executors._DEVICE or plan.device
     if surrogate is None and block.surrogate:
         from annt.zoo import load_model
 
         surrogate = load_model(block.surrogate, device=device)
     result = diagnose(
-        WORKSPACE.model(slot, handle.folder, handle.sha256, device), slot.dataset, samples=block.samples,
-        eps=block.eps, norm=block.norm, attacks=block.attacks, params=block.params, surrogate=surrogate,
+        load(slot, handle.folder, handle.sha256, device), slot.dataset, samples=block.samples, eps=block.eps,
+        norm=block.norm, attacks=block.attacks, params=block.params, surrogate=surrogate,
         seed=plan.spec.seed, data_dir=plan.spec.data_dir, tolerance=block.tolerance, grow=block.grow,
     )
     result.checkpoint = slot.zoo_name or str(handle.folder)
@@ -59,39 +57,34 @@ def _diagnose_one(plan: Any, handle: Any, folder: Path, settings: dict[str, Any]
     return folder
 
 
-def diagnose_models(plan: Any, handles: dict[str, Any]) -> list[Path]:
+def diagnose_models(plan: Any, handles: dict[str, Any], load: Callable[..., nn.Module],
+                    run_parallel: Callable[[list[Job]], None] | None = None) -> list[Path]:
     """Run (or reuse) the checklist for each finished model of the study; returns the folders.
 
-    Runs after the cell graph (the checklist is one unit per model, not a cell): in worker
-    processes when the study's executor is ``processes``, else in the driver.
+    Runs after the cell graph (the checklist is one unit per model, not a cell).
+    ``load(slot, folder, sha256, device)`` gives a handle's model: the study passes its
+    workspace's verifying loader (this layer does not import the experiments layer above it).
+    ``run_parallel(jobs)``, when given, runs the unfinished models elsewhere (the study's
+    local worker processes, each calling ``diagnose_one``); otherwise they run here in turn.
     """
     block = plan.spec.diagnose
     settings = block.model_dump(mode="json") | {"seed": plan.spec.seed}
-    folders, pending = [], []
+    folders: list[Path] = []
+    jobs: list[Job] = []
     for handle in handles.values():
         slot = handle.slot
         folder = plan.out_dir / FOLDER / f"{slug(slot.dataset)}-{slug(slot.model)}-{slot.bits.tag}"
         folders.append(folder)
         if not _done(folder, settings):
-            pending.append((handle, folder))
-    executor = getattr(plan.spec, "executor", None)
-    local = executor is not None and executor.kind == "processes"
-    workers = min(len(pending), executor.workers or os.cpu_count() or 1) if local else 1
-    if workers > 1:
-        from annt.experiments.executors import _init_worker, default_threads
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(default_threads(plan, workers), str(plan.device), os.getpid())) as pool:
-            futures = [pool.submit(_diagnose_one, plan, handle, folder, settings) for handle, folder in pending]
-            for future in futures:
-                future.result()  # the first failure is raised; finished folders stay saved
+            jobs.append((handle, folder, settings))
+    if run_parallel is not None and len(jobs) > 1:
+        run_parallel(jobs)
         return folders
     surrogate = None
-    if block.surrogate and pending:
+    if block.surrogate and jobs:
         from annt.zoo import load_model
 
         surrogate = load_model(block.surrogate, device=plan.device)
-    for handle, folder in pending:
-        _diagnose_one(plan, handle, folder, settings, plan.device, surrogate)
+    for handle, folder, _ in jobs:
+        diagnose_one(plan, handle, folder, settings, load, plan.device, surrogate)
     return folders
