@@ -11,12 +11,19 @@ broke relative to ANNT's. ``--before REV`` also runs the ANNT attacks of a git r
 
     pip install -e ".[bench]" && pip install --no-deps adv-lib
     OMP_NUM_THREADS=1 python benchmarks/attacks_vs_peers.py --repeats 3 --out peers.md
+
+On a GPU (no ART, which is NumPy; no JSMA, which torchattacks runs image by image):
+
+    python benchmarks/attacks_vs_peers.py --device cuda --peers adv_lib,torchattacks,foolbox \
+        --attacks fgsm,cw_l2,boundary --boundary-modes single --samples 1000 \
+        --boundary-samples 1000 --resnet-samples 500 --repeats 2 --out gpu-peers.md
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import io
 import json
 import re
@@ -44,12 +51,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- peers
 def install_stand_ins() -> None:
-    """adv-lib imports torchvision and visdom, Foolbox imports GitPython; none is needed here.
+    """adv-lib imports torchvision and visdom, Foolbox GitPython and requests; none is needed here.
 
     PyPI's torchvision does not load beside the CPU torch, and visdom does not build, so empty
     stand-in modules take their place before the peers are imported.
     """
-    for name in ("torchvision", "torchvision.models", "torchvision.transforms", "visdom", "git"):
+    stand_ins = ("torchvision", "torchvision.models", "torchvision.transforms", "visdom", "git")
+    for name in stand_ins + ("requests",):
         if name in sys.modules:
             continue
         try:
@@ -203,7 +211,7 @@ def _art(
 
 # ----------------------------------------------------------------------------- settings
 def settings(
-    kind: str, cw_iter: int, cw_bss: int, boundary_steps: int
+    kind: str, cw_iter: int, cw_bss: int, boundary_steps: int, boundary_modes: str = "single,trial"
 ) -> dict[str, tuple[str, dict]]:
     """Row label -> (attack, ANNT parameters); peers get the same values."""
     eps = 0.1 if kind == "mnist" else 8 / 255
@@ -228,6 +236,11 @@ def settings(
             {"max_iter": max(1, boundary_steps // 30)},
         ),
     }
+    modes = boundary_modes.split(",")
+    if "single" not in modes:
+        rows.pop(f"Boundary single {boundary_steps} steps")
+    if "trial" not in modes:
+        rows.pop(f"Boundary ART-faithful {max(1, boundary_steps // 30)} it")
     if kind == "mnist":
         rows["JSMA theta 1 gamma 0.1 (target y+1)"] = (
             "jsma",
@@ -248,16 +261,21 @@ MODELS = {
 
 
 def pick_images(
-    model: nn.Module, dataset: str, n: int, seed: int
+    model: nn.Module, dataset: str, n: int, seed: int, pool: int = 2000
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random test images the model classifies correctly (the paper's protocol)."""
+    """``n`` random test images the model classifies correctly (the paper's protocol).
+
+    They are drawn from the first ``pool`` test images (at least ``2 n``), on the CPU.
+    """
     ds = load_dataset(dataset, "test", download=False)
     x, y = ds.x.float(), ds.y.long()
+    pool = max(pool, 2 * n)
     if x.max() > 1:
         x = x / 255
-    x, y = x[:2000], y[:2000]
+    x, y = x[:pool], y[:pool]
+    device = next(model.parameters()).device
     with torch.no_grad():
-        ok = torch.cat([model(c).argmax(1) for c in x.split(500)]) == y
+        ok = torch.cat([model(c.to(device)).argmax(1).cpu() for c in x.split(500)]) == y
     idx = ok.nonzero()[:, 0]
     idx = idx[torch.randperm(idx.numel(), generator=torch.Generator().manual_seed(seed))[:n]]
     return x[idx].contiguous(), y[idx].contiguous()
@@ -309,16 +327,24 @@ def run_row(
         for name in order:
             if r > 0 and times[name][0] > 10 * min(t[0] for t in times.values()):
                 continue  # >10x slower than the fastest: one round says enough
-            seconds, adv, fwd, bwd = measure(model, methods[name], x, y, goal)
+            try:
+                seconds, adv, fwd, bwd = measure(model, methods[name], x, y, goal)
+            except Exception as exc:  # e.g. Foolbox's Boundary start failing on some image
+                print(f"{name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                times[name].append(float("inf"))
+                continue
             times[name].append(seconds)
             if r == 0:
                 results[name] = summarise(model, x, y, goal, targeted, adv) | {
                     "fwd": fwd,
                     "bwd": bwd,
                 }
+    if not results:
+        return results
     every = torch.stack([res["ok"] for res in results.values()]).all(0)
     ref = results.get("annt")
     for name, res in results.items():
+        times[name] = [t for t in times[name] if t != float("inf")]
         res["seconds"] = min(times[name])
         res["seconds_median"] = statistics.median(times[name])
         if ref is not None and every.any():
@@ -371,16 +397,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--attacks", default="fgsm,jsma,uap,cw_l2,boundary")
     p.add_argument("--peers", default="adv_lib,foolbox,torchattacks,art")
+    p.add_argument(
+        "--boundary-modes", default="single,trial", help="Boundary rows: single and/or trial"
+    )
     p.add_argument("--before", default=None, help="git revision whose ANNT also runs (annt_before)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu or cuda; on cuda every library runs on the GPU (leave ART out: --peers)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="Markdown file (JSON next to it)")
     return p.parse_args(argv)
 
 
+def write_tables(args: argparse.Namespace, rows: list[dict[str, Any]], final: bool) -> str:
+    """The Markdown table (with the device line) of ``rows``, also written to ``--out``."""
+    device = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
+    )
+    table = (
+        f"{device}, torch {torch.__version__}, best of {args.repeats} alternating rounds"
+        + ("" if final else " (partial)")
+        + "\n\n"
+        + markdown(rows)
+    )
+    if args.out is not None:
+        args.out.write_text(table)
+        args.out.with_suffix(".json").write_text(
+            json.dumps(
+                {"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1, default=str
+            )
+        )
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.device == "cuda" and "art" in args.peers.split(","):
+        print("ART runs on NumPy (CPU): left out on cuda", file=sys.stderr)
+        args.peers = ",".join(p for p in args.peers.split(",") if p != "art")
+    if args.device == "cuda" and "jsma" in args.attacks.split(","):
+        print("torchattacks' JSMA loops over images: pass --attacks without jsma", file=sys.stderr)
     torch.set_num_threads(args.threads)
     np.random.seed(args.seed)
     install_stand_ins()
@@ -399,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         zoo, kind = MODELS[label]
         model = load_model(f"zoo:{zoo}", device=args.device).eval()
         for row_name, (attack, params) in settings(
-            kind, args.cw_iter, args.cw_bss, args.boundary_steps
+            kind, args.cw_iter, args.cw_bss, args.boundary_steps, args.boundary_modes
         ).items():
             if attack not in args.attacks.split(","):
                 continue
@@ -410,8 +469,11 @@ def main(argv: list[str] | None = None) -> int:
             methods: dict[str, Method] = {
                 k: annt_method(p, attack, params, args.seed) for k, p in annt_pkgs.items()
             }
-            if attack == "boundary" and args.before and params.get("step_mode"):
-                methods.pop(f"annt {args.before}")  # the mode is new
+            before = annt_pkgs.get(f"annt {args.before}")
+            if attack == "boundary" and before and params.get("step_mode"):
+                fn = before.registry.get_attack("boundary").fn
+                if "step_mode" not in inspect.signature(fn).parameters:
+                    methods.pop(f"annt {args.before}")  # the mode is newer than that revision
             methods |= peer_methods(attack, params, peers)
             results = run_row(model, x, y, attack, params, methods, args.repeats)
             row = {
@@ -423,21 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             rows.append(row)
             print(markdown([row]).split("\n", 2)[2], file=sys.stderr, flush=True)
-    device = (
-        torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
-    )
-    table = (
-        f"{device}, torch {torch.__version__}, best of {args.repeats} alternating rounds\n\n"
-        + markdown(rows)
-    )
-    print(table)
-    if args.out is not None:
-        args.out.write_text(table)
-        args.out.with_suffix(".json").write_text(
-            json.dumps(
-                {"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1, default=str
-            )
-        )
+            write_tables(args, rows, final=False)  # a run cut short keeps its finished rows
+    print(write_tables(args, rows, final=True))
     return 0
 
 

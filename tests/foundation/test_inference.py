@@ -75,3 +75,29 @@ def test_predict_logits_fast_and_plain_agree(mnist):
     x, _ = mnist
     model = load_model("zoo:mnist_a@1bit")
     assert torch.equal(predict_logits(model, x), predict_logits(model, x, fast=False))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_exact_max_pool_matches_max_pool2d_values_and_gradient_routing(layout):
+    from annt.models.inference import ExactMaxPool2x2
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((3, 4, 8, 6), generator=gen).round().contiguous(memory_format=layout)  # ties
+    g = torch.randn((3, 4, 4, 3), generator=gen)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = F.max_pool2d(xa, 2), ExactMaxPool2x2()(xb)
+    (ga,), (gb,) = torch.autograd.grad(out_a, xa, g), torch.autograd.grad(out_b, xb, g)
+    assert torch.equal(out_a, out_b) and out_a.stride() == out_b.stride()
+    assert torch.equal(ga, gb)  # the gradient goes to the first maximum of each window
+    odd = torch.randn((1, 2, 5, 5), generator=gen)  # odd sides: PyTorch's kernel
+    assert torch.equal(ExactMaxPool2x2()(odd), F.max_pool2d(odd, 2))
+
+
+def test_copies_replace_plain_max_pools_only():
+    from annt.models.inference import ExactMaxPool2x2
+
+    model = load_model("zoo:mnist_a@fp")
+    frozen = inference_copy(model, channels_last=False)
+    assert isinstance(frozen.pool0, ExactMaxPool2x2) and isinstance(model.pool0, torch.nn.MaxPool2d)
+    odd = torch.nn.Sequential(torch.nn.MaxPool2d(3), torch.nn.Conv2d(1, 1, 1))
+    assert isinstance(inference_copy(odd)[0], torch.nn.MaxPool2d)

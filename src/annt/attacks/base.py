@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from annt.errors import AnntError
-from annt.models.inference import as_model_input
+from annt.models.inference import as_model_input, default_batch_size
 
 
 @dataclass
@@ -52,6 +52,9 @@ class CallCounter(nn.Module):
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Attack the deterministic (eval) network, then give the caller back the mode it had."""
     was_training = model.training
+    if not was_training and not any(m.training for m in model.modules()):
+        yield model  # already in eval mode: skip the recursive train() calls (per-call cost)
+        return
     model.eval()
     try:
         yield model
@@ -90,10 +93,16 @@ def counts(n: int, value: int | torch.Tensor, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory.
+
+    The default chunk is the device's (128 images on CPU, 4096 on a GPU).
+    """
     if x.shape[0] == 0:
         return torch.empty(0, dtype=torch.int64, device=x.device)
+    batch_size = batch_size or default_batch_size(x.device)
+    if x.shape[0] <= batch_size:
+        return model(as_model_input(x, model)).argmax(1)
     return torch.cat([model(as_model_input(c, model)).argmax(1) for c in x.split(batch_size)])
 
 

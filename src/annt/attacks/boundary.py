@@ -81,6 +81,16 @@ class _State:
         self.best_dist[idx[better]] = dist[better]
         self.best[idx[better]] = points[better]
 
+    def move_rows(self, take: torch.Tensor, points: torch.Tensor) -> None:
+        """:meth:`move` for a mask over all samples (``points`` [N, D]): no index copies or
+        host syncs. The current point is the closest one so far, so rows not taken keep
+        their best."""
+        self.adv = torch.where(take[:, None], points, self.adv)
+        dist = flat_norm(self.adv - self.x)
+        better = take & (dist < self.best_dist)
+        self.best_dist = torch.where(better, dist, self.best_dist)
+        self.best = torch.where(better[:, None], self.adv, self.best)
+
 
 def _adapt(size: torch.Tensor, idx: torch.Tensor, ratio: torch.Tensor, factor: float) -> None:
     size[idx] = torch.where(ratio < _LOW, size[idx] * factor, size[idx])
@@ -323,13 +333,21 @@ def _single_steps(
     factor = 1.0 / p["step_adapt"]
     sphere_stats = _Window(n, _SPHERE_WINDOW, dev)
     step_stats = _Window(n, _STEP_WINDOW, dev)
+    # every sample started and none can stop: whole tensors, no per-step gathers or syncs
+    every = p["min_epsilon"] <= 0 and bool(active.all())
+    everyone = torch.arange(n, device=dev)
     for step in range(1, p["max_iter"] + 1):
-        active &= st.epsilon >= p["min_epsilon"]
-        idx = active.nonzero()[:, 0]
-        if idx.numel() == 0:
-            break
-        st.iters[idx] += 1
-        orig, adv = st.x[idx], st.adv[idx]  # the current point is the closest one so far
+        if every:
+            idx = everyone
+            st.iters += 1
+            orig, adv = st.x, st.adv
+        else:
+            active &= st.epsilon >= p["min_epsilon"]
+            idx = active.nonzero()[:, 0]
+            if idx.numel() == 0:
+                break
+            st.iters[idx] += 1
+            orig, adv = st.x[idx], st.adv[idx]  # the current point is the closest one so far
         sphere = _orthogonal_candidates(adv, orig, st.delta[idx], 1, gen)[:, 0]
         to_orig = orig - sphere
         new_norm = to_orig.norm(dim=1).clamp(min=1e-12)
@@ -340,13 +358,19 @@ def _single_steps(
         both = torch.cat([cand, sphere]) if check else cand
         labels = st.labels[idx].repeat(2) if check else st.labels[idx]
         hit = is_adversarial(predict(model, both.view((-1,) + shape)), labels, st.targeted)
-        st.queries[idx] += 2 if check else 1
+        if every:
+            st.queries += 2 if check else 1
+        else:
+            st.queries[idx] += 2 if check else 1
         if check:
             hit, sphere_hit = hit[: idx.numel()], hit[idx.numel() :]
             sphere_stats.append(idx, sphere_hit)
             step_stats.append(idx, hit)
         take = hit & ((cand - orig).norm(dim=1) < old_norm)
-        st.move(idx[take], cand[take])
+        if every:
+            st.move_rows(take, cand)
+        else:
+            st.move(idx[take], cand[take])
         if check:
             sphere_stats.adapt((0.2, 0.5), factor, st.delta, st.epsilon)
             step_stats.adapt((0.1, 0.25), factor, st.epsilon)
