@@ -226,6 +226,9 @@ def fit(
     With ``recipe.distill_weight`` > 0 the loss mixes in the ``teacher``'s softened outputs
     (knowledge distillation, Hinton et al. 2015): how a quantized net learns from its FP twin.
 
+    ``train_set.x`` may be float32 in [0,1] or uint8 (``compact_images``; values k/255): either
+    way the model sees the same float32 batches.
+
     Returns the per-epoch history and the best validation accuracy.
     """
     out = Path(out_dir)
@@ -382,6 +385,8 @@ def train_model(
     val_set = load_dataset(dataset, "validation", data_dir, validation_size=recipe.validation_size, seed=seed)
     if train_limit is not None:
         train_set = train_set.subset(torch.arange(min(train_limit, len(train_set))))
+    # hold the training images as uint8 from here on (fit converts each batch back exactly)
+    train_set = ImageSet(compact_images(train_set.x), train_set.y, train_set.index, train_set.classes)
     channels, size = train_set.x.shape[1], train_set.x.shape[2]
     num_classes = len(train_set.classes)
     torch.manual_seed(seed)  # seeded initialisation: same seed, same weights
