@@ -49,6 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dropout", type=finite_float_arg, default=None,
         help="training dropout rate (default: the model's own, 0.5 for Mnist A/B/C)",
     )
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        help="speed: NHWC memory layout for the convolutions (equal up to float rounding)",
+    )
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="speed: torch.compile the training step (minutes of warm-up; pays on long runs)",
+    )
+    p.add_argument(
+        "--bf16", action=argparse.BooleanOptionalAction, default=None,
+        help="bfloat16 autocast of the forward pass (changes results; slow on CPUs without bf16 units)",
+    )
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument(
@@ -71,7 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from annt.train import train_model
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     info = model_info(args.model)
     dataset = args.dataset or info.default_dataset
@@ -86,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, batch_size=args.batch_size,
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
+        channels_last=args.channels_last, compile=args.compile, bf16=args.bf16,
         validation_size=args.validation_size, init_from=args.init_from,
         teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )

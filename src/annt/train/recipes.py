@@ -31,11 +31,21 @@ class Recipe(BaseModel):
     random_shift: int = Field(0, ge=0, le=8)  # random translation by up to N pixels, zero fill, no flip
     dropout: float | None = Field(None, ge=0, lt=1)  # training dropout rate; None: the model's own
     validation_size: int | None = None
+    # speed options (issue 11): off by default; results then equal those of earlier versions
+    channels_last: bool = False  # NHWC tensors for convolutions (faster oneDNN kernels on CPU)
+    compile: bool = False  # torch.compile the training forward/backward (minutes of warm-up)
+    bf16: bool = False  # bfloat16 autocast of the forward pass (changes results; see docs)
 
 
 # Fields added after studies were first stored: left out of a study cell's identity while at
 # their defaults, so that models trained before they existed are reused, not retrained.
-_LATER_FIELDS = {"warmup_epochs": 0.0, "nesterov": False, "label_smoothing": 0.0}
+_LATER_FIELDS = {
+    "warmup_epochs": 0.0, "nesterov": False, "label_smoothing": 0.0,
+    "channels_last": False, "compile": False, "bf16": False,
+}
+# How a run executes, not what it trains (the same computation in another memory layout or
+# fused by a compiler: equal up to float rounding): a resumed run may switch them.
+EXECUTION_FIELDS = ("channels_last", "compile")
 
 
 def recipe_identity(recipe: Recipe) -> dict:

@@ -28,7 +28,7 @@ from annt.models.inference import accuracy
 from annt.quant.bits import parse_bits
 from annt.store.atomic import atomic_write_text
 from annt.store.checkpoint import read_meta, save_checkpoint
-from annt.train.recipes import Recipe, checked_recipe
+from annt.train.recipes import EXECUTION_FIELDS, Recipe, checked_recipe
 from annt.train.state import has_train_state, load_train_state, save_train_state
 from annt.zoo import load_model
 
@@ -64,6 +64,32 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     out = random_crop(x, gen, 4)
     flip = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def compact_images(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as uint8 when every value is exactly ``k / 255`` (8-bit images), else ``x`` itself.
+
+    Training keeps the set in this form (a quarter of the memory) and converts each batch with
+    ``to_float_images``, which gives back exactly the same float32 values: the conversion is the
+    one the loaders apply (``uint8.float() / 255``), and the check here is an exact round trip.
+    """
+    if x.dtype != torch.float32 or not x.numel():
+        return x
+    # same strides as x (a one-channel set may carry NHWC-like ones, and a batch's strides
+    # choose the convolution kernel, hence the rounding of its results)
+    out = torch.empty_like(x, dtype=torch.uint8)
+    for i in range(0, len(x), 4096):  # chunks: no float temporaries the size of the set
+        part = x[i : i + 4096]
+        u = part.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        if not torch.equal(to_float_images(u), part):
+            return x
+        out[i : i + 4096] = u
+    return out
+
+
+def to_float_images(x: torch.Tensor) -> torch.Tensor:
+    """float32 images in [0,1] from ``compact_images`` storage (float input passes through)."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
 def _set_dropout(model: nn.Module, rate: float) -> None:
@@ -130,6 +156,58 @@ def _distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     ) * (t * t)
 
 
+def _batch(
+    images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor, recipe: Recipe, gen: torch.Generator,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch: gather, augment (on the stored dtype: augmentation only moves pixels
+    and pads with zeros, so uint8 and float give the same images), convert to float32 [0,1]."""
+    x, y = images[idx], labels[idx]
+    if recipe.augment:
+        x = augment_batch(x, gen)
+    if recipe.random_shift:
+        x = random_crop(x, gen, recipe.random_shift)
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    x = to_float_images(x)
+    if recipe.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def _training_forward(model: nn.Module, recipe: Recipe) -> nn.Module:
+    """The module that computes training forward passes: ``model`` itself, laid out NHWC with
+    ``channels_last``, wrapped by ``torch.compile`` with ``compile`` (same parameters)."""
+    if recipe.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if recipe.compile:
+        return torch.compile(model)  # type: ignore[return-value]
+    return model
+
+
+def _train_step(
+    forward: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
+    teacher: nn.Module | None = None, regularizer: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch; returns the loss and the logits (both still attached)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+        logits = forward(x)
+        if recipe.bf16:
+            logits = logits.float()
+        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        if recipe.distill_weight > 0:
+            with torch.no_grad():
+                soft = teacher(x).float()  # type: ignore[misc]
+            loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * _distill_loss(
+                logits, soft, recipe.distill_temperature
+            )
+    if regularizer is not None:
+        loss = loss + regularizer()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
 def fit(
     model: nn.Module,
     train_set: ImageSet,
@@ -147,6 +225,9 @@ def fit(
 
     With ``recipe.distill_weight`` > 0 the loss mixes in the ``teacher``'s softened outputs
     (knowledge distillation, Hinton et al. 2015): how a quantized net learns from its FP twin.
+
+    ``train_set.x`` may be float32 in [0,1] or uint8 (``compact_images``; values k/255): either
+    way the model sees the same float32 batches.
 
     Returns the per-epoch history and the best validation accuracy.
     """
@@ -166,8 +247,9 @@ def fit(
         saved = {k: v for k, v in info["config"].items() if k != "recipe"}
         now = {k: v for k, v in config.items() if k != "recipe"}
         # through Recipe so that runs saved before a field existed compare with its default
-        saved_recipe = {k: v for k, v in Recipe(**info["config"]["recipe"]).model_dump().items() if k != "epochs"}
-        now_recipe = {k: v for k, v in recipe.model_dump().items() if k != "epochs"}
+        free = ("epochs", *EXECUTION_FIELDS)
+        saved_recipe = {k: v for k, v in Recipe(**info["config"]["recipe"]).model_dump().items() if k not in free}
+        now_recipe = {k: v for k, v in recipe.model_dump().items() if k not in free}
         if saved != now:
             raise AnntError(f"{out} holds a different training run ({saved}); use another --out folder")
         differ = [k for k in now_recipe if saved_recipe.get(k) != now_recipe[k]]
@@ -175,7 +257,7 @@ def fit(
             what = "; ".join(f"{k} was {saved_recipe.get(k)!r}, now {now_recipe[k]!r}" for k in differ)
             raise AnntError(
                 f"{out} was trained with other settings ({what}): pass the saved values to resume"
-                " (only --epochs may change), or use another --out folder"
+                " (only --epochs and the speed options may change), or use another --out folder"
             )
         model.load_state_dict(load_state(last))
         history, best_val = info["history"], info["best_val"]
@@ -187,7 +269,10 @@ def fit(
         if teacher is None:
             raise AnntError("distill_weight > 0 needs a teacher model (--teacher CHECKPOINT)")
         teacher = teacher.to(device).eval()
-    train_set, val_set = _on_device(train_set, device), _on_device(val_set, device)
+    # the training images as uint8 where they are 8-bit (exactly the same floats per batch)
+    images, labels = compact_images(train_set.x).to(device), train_set.y.to(device)
+    val_set = _on_device(val_set, device)
+    forward = _training_forward(model, recipe)
     n = len(train_set)
     for epoch in range(start, recipe.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -208,25 +293,8 @@ def fit(
             if _per_batch_lr(recipe):
                 _set_lr(optimizer, _lr_at(recipe, epoch + start_i / n))
             idx = order[start_i : start_i + recipe.batch_size]
-            x, y = train_set.x[idx], train_set.y[idx]
-            if recipe.augment:
-                x = augment_batch(x, gen)
-            if recipe.random_shift:
-                x = random_crop(x, gen, recipe.random_shift)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            if recipe.distill_weight > 0:
-                with torch.no_grad():
-                    soft = teacher(x)  # type: ignore[misc]
-                loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * _distill_loss(
-                    logits, soft, recipe.distill_temperature
-                )
-            if regularizer is not None:
-                loss = loss + regularizer()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            x, y = _batch(images, labels, idx, recipe, gen, device)
+            loss, logits = _train_step(forward, optimizer, x, y, recipe, teacher, regularizer)
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -317,6 +385,8 @@ def train_model(
     val_set = load_dataset(dataset, "validation", data_dir, validation_size=recipe.validation_size, seed=seed)
     if train_limit is not None:
         train_set = train_set.subset(torch.arange(min(train_limit, len(train_set))))
+    # hold the training images as uint8 from here on (fit converts each batch back exactly)
+    train_set = ImageSet(compact_images(train_set.x), train_set.y, train_set.index, train_set.classes)
     channels, size = train_set.x.shape[1], train_set.x.shape[2]
     num_classes = len(train_set.classes)
     torch.manual_seed(seed)  # seeded initialisation: same seed, same weights
