@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -51,11 +52,17 @@ def count_cells(out: Path) -> int:
         return 0
 
 
+def _default_sigint() -> None:
+    # a test suite started in the background (``cmd &`` in a script) inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt: give the run a terminal's Ctrl-C back
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(spec: Path, out: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "annt.cli.main", "run", str(spec), "--out", str(out), "--quiet", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_default_sigint,
     )
 
 
