@@ -73,11 +73,17 @@ def _norm(value: Any) -> Any:
     return value
 
 
-class FgsmParams(_Params):
+class _BallParams(_Params):
+    """An eps ball in Linf or L2: the budget of FGSM, PGD, APGD and Square."""
+
     eps: NonNegFloat = 0.3
     norm: Literal["inf", "2"] = "inf"
 
     _norm = field_validator("norm", mode="before")(_norm)
+
+
+class FgsmParams(_BallParams):
+    pass
 
 
 class JsmaParams(_Params):
@@ -132,33 +138,21 @@ class BoundaryParams(_Params):
     step_mode: Literal["trial", "single"] = "trial"
 
 
-class PgdParams(_Params):
-    eps: NonNegFloat = 0.3
-    norm: Literal["inf", "2"] = "inf"
+class PgdParams(_BallParams):
     steps: PosInt = 40
     step_size: PosFloat | None = None  # None: 2.5 * eps / steps
     random_start: bool = True
     restarts: PosInt = 1
 
-    _norm = field_validator("norm", mode="before")(_norm)
 
-
-class ApgdParams(_Params):
-    eps: NonNegFloat = 0.3
-    norm: Literal["inf", "2"] = "inf"
+class ApgdParams(_BallParams):
     steps: PosInt = 100
     restarts: PosInt = 1
 
-    _norm = field_validator("norm", mode="before")(_norm)
 
-
-class SquareParams(_Params):
-    eps: NonNegFloat = 0.3
-    norm: Literal["inf", "2"] = "inf"
+class SquareParams(_BallParams):
     max_queries: PosInt = 5000
     p_init: Fraction = 0.8
-
-    _norm = field_validator("norm", mode="before")(_norm)
 
 
 class HopSkipJumpParams(_Params):
