@@ -95,6 +95,12 @@ def _run_in_worker(task: Task) -> Finished:
     return compute(task, device=_DEVICE)
 
 
+def _local_pool(workers: int, threads: int, device: str) -> ProcessPoolExecutor:
+    """Spawned workers that pin their threads and device and exit with their driver."""
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, device, os.getpid()))
+
+
 def _diagnose_in_worker(plan: StudyPlan, handle: Any, folder: Any, settings: dict[str, Any]) -> Any:
     from annt.experiments.steps import WORKSPACE
     from annt.robustness.study import diagnose_one
@@ -108,8 +114,7 @@ def diagnose_in_workers(plan: StudyPlan, jobs: list[tuple[Any, Any, dict[str, An
     Each checklist saves its own folder, so a failure leaves the others' results in place.
     """
     workers = min(len(jobs), plan.spec.executor.workers or os.cpu_count() or 1)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(default_threads(plan, workers), str(plan.device), os.getpid())) as pool:
+    with _local_pool(workers, default_threads(plan, workers), str(plan.device)) as pool:
         futures = [pool.submit(_diagnose_in_worker, plan, *job) for job in jobs]
         for future in futures:
             future.result()
@@ -125,15 +130,13 @@ class ProcessExecutor:
         self.capacity = workers
         self._threads = default_threads(plan, workers)
         self._device = str(plan.device)
-        self._ctx = mp.get_context("spawn")
         # Ctrl-C terminates the workers; multiprocessing's tracker then frees the pool's
         # semaphores itself and would print a warning about them on every interrupted run
         os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.capacity, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(self._threads, self._device, os.getpid()))
+        return _local_pool(self.capacity, self._threads, self._device)
 
     def submit(self, task: Task) -> Future[Finished]:
         try:
