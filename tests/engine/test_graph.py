@@ -7,7 +7,7 @@ import json
 import pytest
 
 from annt.cli.main import main
-from annt.device import resolve_device
+from annt.device import exact_float32, resolve_device
 from annt.errors import AnntError
 from annt.experiments import prepare
 from annt.experiments.graph import count_kinds
@@ -68,6 +68,22 @@ def test_device_parsing():
     for bad in ("tpu", "cuda:x", "gpu"):
         with pytest.raises(AnntError):
             resolve_device(bad)
+
+
+def test_attacks_on_cuda_turn_tf32_off():
+    """Boundary points must be judged alike by the attack and the evaluation (no TF32 on CUDA)."""
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = True
+        exact_float32(torch.device("cpu"))  # nothing to do on a CPU
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+        exact_float32(torch.device("cuda", 0))  # a device object needs no GPU to exist
+        assert not matmul.allow_tf32 and not cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 @pytest.mark.skipif(resolve_device("auto").type == "cuda", reason="checks the message without a GPU")

@@ -16,6 +16,7 @@ from annt.cli.common import (
     positive_int,
     resolve_device,
 )
+from annt.device import exact_float32
 from annt.errors import AnntError
 from annt.inputs.files import output_file
 from annt.inputs.numbers import seed_arg
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_file(args.out, "--out", ".npz")
     params = validate_params(args.attack, dict(parse_param(p) for p in args.param))
     device = resolve_device(args.device)
+    exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
     model = load_model_arg(args.checkpoint, device, args.trust_unverified)
     meta = getattr(model, "annt_meta", {})
     dataset = args.dataset or meta.get("dataset")

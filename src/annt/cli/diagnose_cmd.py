@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from annt.cli.common import add_data_dir, add_device, load_model_arg, positive_int, resolve_device
+from annt.device import exact_float32
 from annt.errors import AnntError
 
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from annt.robustness import diagnose
 
     device = resolve_device(args.device)
+    exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
     model = load_model_arg(args.checkpoint, device)
     surrogate = load_model_arg(args.surrogate, device) if args.surrogate else None
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None

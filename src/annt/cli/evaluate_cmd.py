@@ -17,6 +17,7 @@ from annt.cli.common import (
     resolve_device,
 )
 from annt.data import SPLITS, load_dataset
+from annt.device import exact_float32
 from annt.errors import AnntError
 from annt.inputs.files import output_dir
 from annt.store.atomic import atomic_save_npz, atomic_write_json
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         output_dir(args.out, "--out")
     device = resolve_device(args.device)
+    exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
     model = load_model_arg(args.checkpoint, device, args.trust_unverified)
     dataset = args.dataset or model.annt_meta.get("dataset")
     if not dataset:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from annt.data import ImageSet, load_dataset
 from annt.data.sampling import sample_correct
+from annt.device import exact_float32
 from annt.experiments.attack_api import craft
 from annt.experiments.cells import derive_seed
 from annt.experiments.graph import Cell, model_id
@@ -179,6 +180,8 @@ def compute(task: Task, device: torch.device | None = None, ws: Workspace = WORK
     dev = device or task.plan.device
     tic = time.perf_counter()
     kind = task.cell.kind
+    if kind != "train":
+        exact_float32(dev)  # attacks end on the decision boundary: no TF32 (see annt.device)
     facts = given(task.plan, task.cell, task.deps).but(hash=task.hash)
     fn = {"train": _train, "load": _load, "craft": _craft, "evaluate": _evaluate, "transfer": _evaluate,
           "progression": _progression}[kind]

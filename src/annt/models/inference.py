@@ -141,7 +141,7 @@ def _is_plain_pool2x2(m: nn.Module) -> bool:
 
 
 def inference_copy(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """An eval-only copy of ``model``: frozen quantized weights, no grads, channels_last.
+    """An eval-only copy of ``model``: frozen quantized weights, no grads, channels_last on a CPU.
 
     The copy still computes input gradients (straight-through activations unchanged), so
     gradient attacks could use it too; the original ``model`` is left untouched.
@@ -155,7 +155,11 @@ def inference_copy(model: nn.Module, channels_last: bool = True) -> nn.Module:
         for name, child in list(parent.named_children()):
             if _is_plain_pool2x2(child):
                 setattr(parent, name, ExactMaxPool2x2())
-    if channels_last and any(isinstance(m, nn.Conv2d) for m in fast.modules()):
+    # On CUDA the copy keeps the model's layout: cuDNN's channels_last kernels round differently
+    # from its NCHW ones, and an attack's queries and the evaluation would then disagree on the
+    # points that attacks leave on the decision boundary (bit-identical on a CPU, so kept there).
+    on_cuda = any(t.is_cuda for t in fast.parameters())
+    if channels_last and not on_cuda and any(isinstance(m, nn.Conv2d) for m in fast.modules()):
         fast = fast.to(memory_format=torch.channels_last)
         fast.annt_channels_last = True  # type: ignore[assignment]
     return fast
