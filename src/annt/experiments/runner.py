@@ -148,6 +148,11 @@ class _Running:
     attempts: int = 1
 
 
+def _work_kind(cell: Cell) -> tuple[str, str]:
+    """Cells alike in cost: same kind and attack configuration (label)."""
+    return cell.kind, cell.attack.label if cell.attack is not None else ""
+
+
 MAX_ATTEMPTS = 3  # a cell whose worker dies this often stops the run (it would die again)
 
 
@@ -172,13 +177,28 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                 failure = failure or exc
                 return
             book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
+            took.setdefault(_work_kind(job.cell), []).append(fin.seconds)
             sha = fin.row.get(SET_SHA256) if fin.table == ATTACK_SETS.name else None
             done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
             bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
         order = {cell.id: i for i, cell in enumerate(waiting)}
-        ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before: plan order
+        ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before
+        took: dict[tuple[str, str], list[float]] = {}  # seconds of the finished cells of each kind
+
+        def priority(item: tuple[Cell, dict, str]) -> tuple[float, int]:
+            """Plan order; with several workers, the kinds of cell seen to take longest first.
+
+            Starting the long cells first keeps the workers busy to the end (a 16-s CW-L2 cell
+            started last leaves the other worker idle); a kind not seen yet goes first, so
+            that its cost is learnt early. Results do not depend on the order.
+            """
+            cell = item[0]
+            if executor.capacity == 1:
+                return 0.0, order[cell.id]
+            seen = took.get(_work_kind(cell))
+            return (-sum(seen) / len(seen) if seen else -float("inf")), order[cell.id]
 
         def promote() -> None:
             """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored)."""
@@ -197,7 +217,7 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                         done[cell.id] = Done(h, outputs, sha)
                         bar.update(1)
                         changed = True
-            ready.sort(key=lambda item: order[item[0].id])
+            ready.sort(key=priority)
 
         try:
             while ((waiting or ready) and failure is None) or running:
