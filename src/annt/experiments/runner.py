@@ -148,9 +148,32 @@ class _Running:
     attempts: int = 1
 
 
-def _work_kind(cell: Cell) -> tuple[str, str]:
-    """Cells alike in cost: same kind and attack configuration (label)."""
-    return cell.kind, cell.attack.label if cell.attack is not None else ""
+class LongestFirst:
+    """The order in which ready cells start: plan order, or with several workers the slowest first.
+
+    Starting the long cells first keeps the workers busy to the end (a 16-s CW-L2 cell started
+    last leaves the other worker idle). Each kind of cell (kind and attack label) is timed as
+    its cells finish; a kind not timed yet goes first, so that its cost is learnt early.
+    Results do not depend on the order.
+    """
+
+    def __init__(self, plan_order: dict[str, int], workers: int) -> None:
+        self._order = plan_order
+        self._parallel = workers > 1
+        self._seconds: dict[tuple[str, str], list[float]] = {}
+
+    @staticmethod
+    def _kind(cell: Cell) -> tuple[str, str]:
+        return cell.kind, cell.attack.label if cell.attack is not None else ""
+
+    def finished(self, cell: Cell, seconds: float) -> None:
+        self._seconds.setdefault(self._kind(cell), []).append(seconds)
+
+    def key(self, cell: Cell) -> tuple[float, int]:
+        if not self._parallel:
+            return 0.0, self._order[cell.id]
+        seen = self._seconds.get(self._kind(cell))
+        return (-sum(seen) / len(seen) if seen else -float("inf")), self._order[cell.id]
 
 
 MAX_ATTEMPTS = 3  # a cell whose worker dies this often stops the run (it would die again)
@@ -177,28 +200,14 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                 failure = failure or exc
                 return
             book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
-            took.setdefault(_work_kind(job.cell), []).append(fin.seconds)
+            ordering.finished(job.cell, fin.seconds)
             sha = fin.row.get(SET_SHA256) if fin.table == ATTACK_SETS.name else None
             done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
             bar.set_postfix_str(job.cell.label, refresh=False)
             bar.update(1)
 
-        order = {cell.id: i for i, cell in enumerate(waiting)}
+        ordering = LongestFirst({cell.id: i for i, cell in enumerate(waiting)}, executor.capacity)
         ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before
-        took: dict[tuple[str, str], list[float]] = {}  # seconds of the finished cells of each kind
-
-        def priority(item: tuple[Cell, dict, str]) -> tuple[float, int]:
-            """Plan order; with several workers, the kinds of cell seen to take longest first.
-
-            Starting the long cells first keeps the workers busy to the end (a 16-s CW-L2 cell
-            started last leaves the other worker idle); a kind not seen yet goes first, so
-            that its cost is learnt early. Results do not depend on the order.
-            """
-            cell = item[0]
-            if executor.capacity == 1:
-                return 0.0, order[cell.id]
-            seen = took.get(_work_kind(cell))
-            return (-sum(seen) / len(seen) if seen else -float("inf")), order[cell.id]
 
         def promote() -> None:
             """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored)."""
@@ -217,7 +226,7 @@ def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int
                         done[cell.id] = Done(h, outputs, sha)
                         bar.update(1)
                         changed = True
-            ready.sort(key=priority)
+            ready.sort(key=lambda item: ordering.key(item[0]))
 
         try:
             while ((waiting or ready) and failure is None) or running:
