@@ -138,23 +138,14 @@ def test_cli_prints_tables_and_verdict(tmp_path, capsys):
     assert summary["meta"]["bits_tag"] == "1bit"  # what reports group the CLI's results by
 
 
-def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
-    """The study hook on two zoo models (a stand-in plan on the bundled MNIST sample: a real
-    study re-evaluates the full test set per model, which costs a minute here)."""
+def _zoo_handles() -> dict:
+    """Stand-ins for the study's finished model cells of the bundled Mnist A FP and 1-bit."""
     from importlib import resources
     from pathlib import Path
     from types import SimpleNamespace
 
-    from annt.experiments.spec import DiagnoseSpec
-    from annt.experiments.steps import WORKSPACE
-    from annt.report.diagnose import diagnose_section
-    from annt.robustness.study import diagnose_models
     from annt.zoo import zoo_entry
 
-    block = DiagnoseSpec(eps=[0.1, 0.2], samples=4, attacks=["fgsm"], params={"pgd": {"steps": 3}},
-                         grow=False)
-    spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None)
-    plan = SimpleNamespace(spec=spec, device=torch.device("cpu"), out_dir=tmp_path)
     handles = {}
     for tag in ("fp", "1bit"):
         entry = zoo_entry(f"mnist_a@{tag}")
@@ -162,6 +153,24 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
         slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
                                zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
         handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
+    return handles
+
+
+def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
+    """The study hook on two zoo models (a stand-in plan on the bundled MNIST sample: a real
+    study re-evaluates the full test set per model, which costs a minute here)."""
+    from types import SimpleNamespace
+
+    from annt.experiments.spec import DiagnoseSpec
+    from annt.experiments.steps import WORKSPACE
+    from annt.report.diagnose import diagnose_section
+    from annt.robustness.study import diagnose_models
+
+    block = DiagnoseSpec(eps=[0.1, 0.2], samples=4, attacks=["fgsm"], params={"pgd": {"steps": 3}},
+                         grow=False)
+    spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None)
+    plan = SimpleNamespace(spec=spec, device=torch.device("cpu"), out_dir=tmp_path)
+    handles = _zoo_handles()
     folders = diagnose_models(plan, handles, WORKSPACE.model)
     assert [f.name for f in folders] == ["mnist-embedded-mnist_a-fp", "mnist-embedded-mnist_a-1bit"]
     stamp = (folders[1] / "diagnose.json").stat().st_mtime_ns
@@ -176,15 +185,12 @@ def test_study_block_resumes_and_reports(tmp_path, zoo_1bit):
 def test_study_block_runs_models_in_parallel_workers(tmp_path, zoo_1bit):
     """With the ``processes`` executor each model is diagnosed in its own worker: same results."""
     import functools
-    from importlib import resources
-    from pathlib import Path
     from types import SimpleNamespace
 
     from annt.experiments.executors import diagnose_in_workers
     from annt.experiments.spec import DiagnoseSpec
     from annt.experiments.steps import WORKSPACE
     from annt.robustness.study import diagnose_models
-    from annt.zoo import zoo_entry
 
     block = DiagnoseSpec(eps=[0.1], samples=4, attacks=["fgsm", "pgd"], params={"pgd": {"steps": 3}},
                          grow=False)
@@ -193,13 +199,7 @@ def test_study_block_runs_models_in_parallel_workers(tmp_path, zoo_1bit):
         spec = SimpleNamespace(diagnose=block, seed=0, data_dir=None, threads=1,
                                executor=SimpleNamespace(kind=kind, workers=workers))
         plan = SimpleNamespace(spec=spec, device=torch.device("cpu"), out_dir=tmp_path / kind)
-        handles = {}
-        for tag in ("fp", "1bit"):
-            entry = zoo_entry(f"mnist_a@{tag}")
-            folder = Path(str(resources.files("annt.zoo") / entry["path"]))
-            slot = SimpleNamespace(dataset="mnist-embedded", model="mnist_a", bits=SimpleNamespace(tag=tag),
-                                   zoo_name=f"zoo:mnist_a@{tag}", checkpoint=folder, trust_unverified=False)
-            handles[tag] = SimpleNamespace(slot=slot, folder=folder, sha256=entry["sha256"])
+        handles = _zoo_handles()
         parallel = functools.partial(diagnose_in_workers, plan) if kind == "processes" else None
         folders = diagnose_models(plan, handles, WORKSPACE.model, parallel)
         results[kind] = [json.loads((f / "diagnose.json").read_text()) for f in folders]
