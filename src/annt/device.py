@@ -32,9 +32,10 @@ def exact_float32(device: torch.device) -> None:
     Attacks such as Boundary and CW-L2 end on the decision boundary, where the label depends on
     the last bits of the logits; on a quantized model a rounding difference also flips activation
     levels. With TF32 (cuDNN's default on Ampere and later, ~1e-3 relative error) the attack's
-    queries and the later evaluation, which run different kernels and batch sizes, disagree on
-    many such points: a CIFAR-10 study on an H200 with TF32 scored 47% of the 1-bit ResNet20's
-    Boundary-12 examples as not adversarial, where the CPU (float32) scores almost none.
+    queries and the later evaluation, which may run different kernels and batch sizes, disagree
+    on many such points: a CIFAR-10 study on an H200 (TF32, queries on a channels_last copy)
+    scored 47% of the 1-bit ResNet20's Boundary-12 examples as not adversarial, where the CPU
+    (float32) scores none.
     Training is left alone (TF32 noise does no harm there). No-op on a CPU.
     """
     if device.type == "cuda":
