@@ -81,9 +81,17 @@ def probe_seconds_per_epoch(job: dict[str, Any], device: str, steps: int = 30) -
                          num_classes=len(train.classes), image_size=x.shape[2]).to(device).train()
     opt = _optimizer(model, recipe)
     gen = torch.Generator().manual_seed(0)
+    teacher = None
+    if job.get("teacher"):
+        from annt.zoo import load_model
+
+        teacher = load_model(job["teacher"], device).eval()
 
     def step() -> None:
         xb = augment_batch(x, gen) if recipe.augment else x
+        if teacher is not None:  # distillation costs the teacher's forward pass too
+            with torch.no_grad():
+                teacher(xb)
         loss = F.cross_entropy(model(xb), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -118,7 +126,7 @@ def worker(job: dict[str, Any], runs: Path, deadline: float, device: str) -> Non
     result = train_model(
         job["model"], job["dataset"], job["bits"], runs / _folder(job["name"]), epochs=epochs,
         seed=job.get("seed", 0), device=device, progress=False, init_from=job.get("init_from"),
-        evaluate_test=False, **job.get("recipe", {}),
+        teacher=job.get("teacher"), evaluate_test=False, **job.get("recipe", {}),
     )
     print(json.dumps({"job": job["name"], "epochs": result.epochs,
                       "validation_accuracy": round(result.validation_accuracy, 4)}), flush=True)

@@ -73,6 +73,30 @@ def test_fgsm_moves_every_free_pixel_by_exactly_eps(mnist_fp, batch):
     assert (step.abs() <= eps + 1e-6).all()
 
 
+def test_fgsm_judges_success_only_when_asked(mnist_fp, batch):
+    """The success pass runs on first access, once, and says what the model says."""
+    from annt.attacks.base import AttackResult, concat_results
+
+    x, y = batch
+    res = get_attack("fgsm").fn(mnist_fp, x, y, eps=0.1)
+    assert callable(res._success)  # nothing judged yet: the images alone cost one fwd + bwd
+    assert (res.forward_passes == 1).all() and (res.backward_passes == 1).all()
+    with torch.no_grad():
+        expected = mnist_fp(res.adversarial).argmax(1) != y
+    assert torch.equal(res.success, expected)
+    assert res.success is res.success  # computed once, then read
+    calls = []
+
+    def judge():
+        calls.append(1)
+        return torch.ones(2, dtype=torch.bool)
+
+    part = AttackResult(x[:2], judge, *(torch.ones(2, dtype=torch.int64),) * 3)
+    joined = concat_results([part, AttackResult(x[:1], torch.zeros(1, dtype=torch.bool), *(torch.ones(1, dtype=torch.int64),) * 3)])
+    assert not calls  # joining chunks does not judge them either
+    assert joined.success.tolist() == [True, True, False] and calls == [1]
+
+
 def test_fgm_l2_step_has_norm_eps():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 5))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -13,21 +12,40 @@ from annt.errors import AnntError
 from annt.models.inference import as_model_input, default_batch_size
 
 
-@dataclass
 class AttackResult:
     """Outcome of one batched attack.
 
     ``adversarial`` is always clipped to [0, 1] and has the inputs' shape; ``success`` says
     per sample whether the attack's goal (misclassification, or the target class) was reached
     on the attacked model. Costs are per sample so that batched and unbatched runs compare.
+
+    An attack whose result needs a pass of its own to be judged (FGSM) may give ``success`` as
+    a zero-argument function: it runs on first access, so a caller that only wants the images
+    (the usual use of a one-step attack) does not pay for it, and every later access reads the
+    same tensor.
     """
 
-    adversarial: torch.Tensor
-    success: torch.Tensor  # bool [N]
-    iterations: torch.Tensor  # int64 [N]
-    forward_passes: torch.Tensor  # int64 [N]: model evaluations spent on each sample
-    backward_passes: torch.Tensor  # int64 [N]: gradient evaluations spent on each sample
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. UAP noise
+    def __init__(
+        self,
+        adversarial: torch.Tensor,
+        success: torch.Tensor | Callable[[], torch.Tensor],
+        iterations: torch.Tensor,
+        forward_passes: torch.Tensor,
+        backward_passes: torch.Tensor,
+        extras: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.adversarial = adversarial
+        self._success = success  # bool [N], or the function that computes it
+        self.iterations = iterations  # int64 [N]
+        self.forward_passes = forward_passes  # int64 [N]: model evaluations spent on each sample
+        self.backward_passes = backward_passes  # int64 [N]: gradient evaluations on each sample
+        self.extras = {} if extras is None else extras  # e.g. UAP noise
+
+    @property
+    def success(self) -> torch.Tensor:
+        if callable(self._success):
+            self._success = self._success()
+        return self._success
 
 
 class CallCounter(nn.Module):
@@ -143,11 +161,11 @@ def concat_results(parts: list[AttackResult]) -> AttackResult:
     extras: dict[str, torch.Tensor] = {}
     for key in parts[0].extras:
         values = [p.extras[key] for p in parts]
-        per_sample = all(v.dim() > 0 and v.shape[0] == len(p.success) for v, p in zip(values, parts))
+        per_sample = all(v.dim() > 0 and v.shape[0] == len(p.adversarial) for v, p in zip(values, parts))
         extras[key] = torch.cat(values) if per_sample else torch.stack(values)
     return AttackResult(
         adversarial=torch.cat([p.adversarial for p in parts]),
-        success=torch.cat([p.success for p in parts]),
+        success=lambda: torch.cat([p.success for p in parts]),  # lazy parts stay lazy until asked
         iterations=torch.cat([p.iterations for p in parts]),
         forward_passes=torch.cat([p.forward_passes for p in parts]),
         backward_passes=torch.cat([p.backward_passes for p in parts]),
