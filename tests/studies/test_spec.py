@@ -71,6 +71,12 @@ def test_examples_are_valid(name):
     assert any(label.startswith("boundary") for label in labels)
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_spec_validates(path):
+    """Every shipped spec (the replication ones too) parses and plans on a CPU."""
+    assert prepare(path, device="cpu").cell_count() > 0
+
+
 def test_paper_hyperparameters():
     mnist = prepare(EXAMPLES / "paper-mnist.yaml", device="cpu")
     attacks = {a.label: a.params for a in mnist.attacks["mnist"]}
