@@ -48,3 +48,18 @@ def test_single_step_mode_has_no_art_backend(case):
     model, x, y = case
     with pytest.raises(AnntError, match="step_mode"):
         run_attack("boundary", model, x[:1], y[:1], {"step_mode": "single"}, backend="art")
+
+
+def test_statistics_windows_adapt_once_they_hold_what_is_needed():
+    """Growing windows: a short run adapts its step sizes before Foolbox's windows are full."""
+    from annt.attacks.boundary import _Window
+
+    window = _Window(2, 10, torch.device("cpu"))
+    sizes = torch.ones(2)
+    for _ in range(3):
+        window.append(torch.arange(2), torch.tensor([True, False]))
+    window.adapt((0.2, 0.5), 1.5, sizes)  # Foolbox's rule: 3 of 10 outcomes are not enough
+    assert torch.equal(sizes, torch.ones(2))
+    window.adapt((0.2, 0.5), 1.5, sizes, need=3)
+    assert torch.allclose(sizes, torch.tensor([1.5, 1 / 1.5]))  # above the band grows, below shrinks
+    assert window.data.isnan().all()  # both adapted: their windows start over
