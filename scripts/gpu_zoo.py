@@ -11,6 +11,12 @@ Every run writes ``best/`` and ``last/`` after each epoch; a packer copies the f
 checkpoints, metrics and logs into a tar file every 30 s (in parts of at most 15 MiB, the size a
 device call returns: ``cat PACK.* | tar xz``), so a call cut short still returns what was trained. Test accuracy is *not* measured here (``evaluate_test=False``): it is taken
 afterwards with ``annt evaluate`` and recorded by ``scripts/build_zoo.py``.
+
+A run cut by the deadline resumes from its ``last/`` folder when the same job is started again
+on the same ``--runs`` folder with its epoch count fixed (``"epochs": N`` as the probe chose,
+printed in its log), so that its schedule ends where planned. Within one warm machine that is
+a second call; across sessions, ``--pack-last`` also packs ``last/`` (with the optimizer state)
+to be unpacked into ``--runs`` on the next machine.
 """
 
 from __future__ import annotations
@@ -132,12 +138,17 @@ def worker(job: dict[str, Any], runs: Path, deadline: float, device: str) -> Non
                       "validation_accuracy": round(result.validation_accuracy, 4)}), flush=True)
 
 
-def pack(runs: Path, target: Path) -> None:
-    """Tar every run's best/ checkpoint, metrics and log into ``target`` (atomic replace)."""
+BEST = ("best/model.safetensors", "best/model.json", "metrics.jsonl")
+# last/ with the optimizer state: what a run cut by the deadline resumes from in a later call
+LAST = ("last/model.safetensors", "last/model.json", "last/train_state.safetensors", "last/train_state.json")
+
+
+def pack(runs: Path, target: Path, with_last: bool = False) -> None:
+    """Tar every run's best/ checkpoint, metrics and log (and last/ if asked) into ``target``."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for run in sorted(p for p in runs.iterdir() if p.is_dir()):
-            for rel in ("best/model.safetensors", "best/model.json", "metrics.jsonl"):
+            for rel in BEST + (LAST if with_last else ()):
                 f = run / rel
                 if f.is_file():
                     with contextlib.suppress(OSError):  # being replaced right now: the next pack takes it
@@ -160,6 +171,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs/gpu-zoo"))
     ap.add_argument("--deadline-s", type=float, required=True, help="seconds from now until everything stops")
     ap.add_argument("--pack", type=Path, default=None, help="tar.gz written every 30 s and at the end")
+    ap.add_argument("--pack-last", action="store_true", help="also pack last/ with the optimizer state (to resume elsewhere)")
     ap.add_argument("--plan", type=Path, default=None, help="JSON list of jobs (default: the built-in zoo plan)")
     ap.add_argument("--only", default=None, help="comma-separated job names to run")
     ap.add_argument("--device", default="cuda")
@@ -188,7 +200,7 @@ def main() -> None:
     def packer() -> None:
         while not stop.wait(30):
             if args.pack:
-                pack(args.runs, args.pack)
+                pack(args.runs, args.pack, args.pack_last)
 
     thread = threading.Thread(target=packer, daemon=True)
     thread.start()
@@ -206,7 +218,7 @@ def main() -> None:
         log.close()
     stop.set()
     if args.pack:
-        pack(args.runs, args.pack)
+        pack(args.runs, args.pack, args.pack_last)
     summary = {name: p.returncode for name, (p, _) in procs.items()}
     print(json.dumps({"returncodes": summary}), flush=True)
     for log in sorted(args.runs.glob("*.log")):
