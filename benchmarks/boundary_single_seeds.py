@@ -11,23 +11,15 @@ seeds on the same correctly classified MNIST test images and the same number of 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annt.attacks import run_attack  # noqa: E402
 from annt.zoo import load_model  # noqa: E402
-from attacks_vs_peers import pick_images  # noqa: E402
-
-
-def judged(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which returned images fool the model (judged here, the same way for both), and their L2."""
-    with torch.no_grad():
-        fooled = model(adv).argmax(1) != y
-    return fooled, (adv - x).flatten(1).norm(dim=1)
+from attacks_vs_peers import annt_method, measure, pick_images, summarise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,30 +32,32 @@ def main(argv: list[str] | None = None) -> int:
     import foolbox as fb
 
     torch.set_num_threads(1)
+    params = {"max_iter": args.steps, "step_mode": "single"}
     print("| model | steps | ANNT median L2 | Foolbox | ANNT / Foolbox | Foolbox / ANNT on common (per seed) | time ANNT / Foolbox |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         model = load_model(f"zoo:{name}").eval()
         x, y = pick_images(model, "mnist", args.images, 0)
-
         ours, theirs, common, t_ours, t_theirs = [], [], [], 0.0, 0.0
         for seed in range(args.seeds):
-            tic = time.perf_counter()
-            res = run_attack("boundary", model, x, y, {"max_iter": args.steps, "step_mode": "single"}, seed=seed)
-            t_ours += time.perf_counter() - tic
-            torch.manual_seed(seed)
-            tic = time.perf_counter()
-            adv = fb.attacks.BoundaryAttack(steps=args.steps)(fb.PyTorchModel(model, bounds=(0, 1)), x, y, epsilons=None)[0]
-            t_theirs += time.perf_counter() - tic
-            ok_a, d_a = judged(model, x, y, res.adversarial)
-            ok_f, d_f = judged(model, x, y, adv)
-            both = ok_a & ok_f
-            ours.append(d_a[ok_a].median().item())
-            theirs.append(d_f[ok_f].median().item())
-            common.append((d_f[both].median() / d_a[both].median()).item())
-        a, f = sum(ours) / len(ours), sum(theirs) / len(theirs)
+
+            def foolbox(m: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, goal, seed: int = seed) -> torch.Tensor:
+                torch.manual_seed(seed)  # Foolbox draws from torch's global generator
+                return fb.attacks.BoundaryAttack(steps=args.steps)(fb.PyTorchModel(m, bounds=(0, 1)), x, y, epsilons=None)[0]
+
+            ours_run = annt_method(importlib.import_module("annt.attacks"), "boundary", params, seed)
+            s_a, adv_a, _, _ = measure(model, ours_run, x, y, y)
+            s_f, adv_f, _, _ = measure(model, foolbox, x, y, y)
+            a, f = summarise(model, x, y, y, False, adv_a), summarise(model, x, y, y, False, adv_f)
+            both = a["ok"] & f["ok"]
+            t_ours, t_theirs = t_ours + s_a, t_theirs + s_f
+            ours.append(a["l2"])
+            theirs.append(f["l2"])
+            common.append(float(f["l2_all"][both].median() / a["l2_all"][both].median()))
+        a_mean, f_mean = sum(ours) / len(ours), sum(theirs) / len(theirs)
         print(
-            f"| {name} | {args.steps} | {a:.3f} | {f:.3f} | {a / f:.3f} | {min(common):.2f}-{max(common):.2f} | {t_ours / t_theirs:.2f} |",
+            f"| {name} | {args.steps} | {a_mean:.3f} | {f_mean:.3f} | {a_mean / f_mean:.3f} | "
+            f"{min(common):.2f}-{max(common):.2f} | {t_ours / t_theirs:.2f} |",
             flush=True,
         )
     return 0
