@@ -58,7 +58,7 @@ def test_statistics_windows_adapt_once_they_hold_what_is_needed():
     sizes = torch.ones(2)
     for _ in range(3):
         window.append(torch.arange(2), torch.tensor([True, False]))
-    window.adapt((0.2, 0.5), 1.5, sizes)  # Foolbox's rule: 3 of 10 outcomes are not enough
+    window.adapt((0.2, 0.5), 1.5, sizes, need=10)  # Foolbox's rule: 3 of 10 outcomes are not enough
     assert torch.equal(sizes, torch.ones(2))
     window.adapt((0.2, 0.5), 1.5, sizes, need=3)
     assert torch.allclose(sizes, torch.tensor([1.5, 1 / 1.5]))  # above the band grows, below shrinks

@@ -304,13 +304,10 @@ class _Window:
         self.data[self.next, idx] = hit.float()
         self.next = (self.next + 1) % self.data.shape[0]
 
-    def adapt(
-        self, band: tuple[float, float], factor: float, *sizes: torch.Tensor, need: int | None = None
-    ) -> None:
-        """Once a sample's window holds ``need`` outcomes (default: all it can): grow ``sizes``
+    def adapt(self, band: tuple[float, float], factor: float, *sizes: torch.Tensor, need: int) -> None:
+        """Once a sample's window holds ``need`` outcomes (Foolbox: all it can): grow ``sizes``
         above the band, shrink them below it, and clear that sample's window."""
-        held = (~self.data.isnan()).sum(0)
-        full = held >= (self.data.shape[0] if need is None else need)
+        full = (~self.data.isnan()).sum(0) >= need
         if not bool(full.any()):
             return
         ratio = self.data.nanmean(0)
