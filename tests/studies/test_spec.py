@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from annt.errors import AnntError
@@ -127,6 +128,30 @@ def test_given_checkpoint_is_used_not_trained(tmp_path):
     assert models[0]["origin"] == "checkpoint" and models[0]["checkpoint"] == str(ckpt.resolve())
     assert not (tmp_path / "out" / "models").exists()
     assert len(read_results(tmp_path / "out")) == 1
+
+
+def test_rerun_after_the_checkpoint_changed_reports_only_the_new_model(tmp_path):
+    """Same spec, other weights behind the same name: the study's tables drop the old cells."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({
+        "datasets": "mnist-embedded", "device": "cpu", "threads": 1, "samples": 4, "runs": 2,
+        "models": [{"name": "lenet5", "bits": ["fp"], "checkpoints": {"fp": "ck"}}],
+        "attacks": [{"name": "fgsm"}], "report": {"enabled": False},
+    }))
+    out = tmp_path / "out"
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "ck")
+    first = run_study(spec, out=out, progress=False)
+    old_sha = read_results(out, "models")[0]["sha256"]
+    torch.manual_seed(1)
+    _checkpoint(tmp_path / "ck")  # retrained: same folder, same spec, other weights
+    second = run_study(spec, out=out, progress=False)
+    assert second.study_id == first.study_id and second.computed == 1 + 2 * 2
+    (model,) = read_results(out, "models", study=second.study_id)
+    assert model["sha256"] != old_sha
+    current = read_results(out, "results", study=second.study_id)
+    assert len(current) == 2 and {r["source_sha"] for r in current} == {model["sha256"]}
+    assert len(read_results(out, "results")) == 4  # the earlier run's cells stay in the database
 
 
 def test_zoo_checkpoint_is_reported_by_its_zoo_name(tmp_path, data_dir):

@@ -122,7 +122,14 @@ class ResultsDB:
 
     # ------------------------------------------------------------------ studies
     def start_study(self, study_id: str, name: str, spec: Mapping[str, Any]) -> None:
-        """Register a study run; re-running the same spec marks it started (latest) again."""
+        """Register a study run; re-running the same spec marks it started (latest) again.
+
+        A re-run starts with no cells linked to the study: it links again every cell it uses
+        (reused or computed). The same spec can name other inputs than before (``zoo:NAME``
+        retrained, a checkpoint folder overwritten), and the earlier run's cells must then drop
+        out of this study's tables instead of being averaged with the new ones. They stay in
+        the database (``annt report --study all`` still shows them).
+        """
         now = time.time()
         with self.transaction() as c:
             c.execute(
@@ -130,6 +137,7 @@ class ResultsDB:
                 " ON CONFLICT (id) DO UPDATE SET started = excluded.started, finished = NULL",
                 (study_id, name, json.dumps(spec, sort_keys=True), now, now),
             )
+            c.execute("DELETE FROM study_cells WHERE study = ?", (study_id,))
 
     def finish_study(self, study_id: str) -> None:
         with self.transaction() as c:
