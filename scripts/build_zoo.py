@@ -3,7 +3,8 @@
     python scripts/build_zoo.py [--provenance TEXT] NAME=RUN_DIR [NAME=RUN_DIR ...]
 
 e.g. ``mnist_a@1bit=runs/zoo-mnist/mnist_a-1``. Each entry records model, bitwidth, dataset,
-validation/test accuracy, best epoch and epochs run, the training recipe, warm-start source,
+validation/test accuracy, best epoch and epochs run, the training recipe, warm-start source and
+teacher (with their sha256),
 where it was trained (``--provenance``) and the sha256 that ``zoo:NAME`` loading verifies.
 A run trained without a test evaluation (``evaluate_test=False``, e.g. on a machine holding
 only the training files) is scored on the test set here and the score written to its sidecar;
@@ -48,6 +49,20 @@ def _with_test_accuracy(best: Path) -> dict:
     return meta
 
 
+def _sources(meta: dict) -> dict[str, str]:
+    """The checkpoints a run started from and distilled from, as ``zoo:NAME (sha256 ...)``.
+
+    A zoo name can later point at other weights: the hash says which ones were used.
+    """
+    out = {}
+    for key in ("init_from", "teacher"):
+        source = meta.get(key)
+        if source:
+            sha = source.get("weights_sha256")
+            out[key] = f"{source['checkpoint']} (sha256 {sha[:12]})" if sha else source["checkpoint"]
+    return out
+
+
 def main(argv: list[str]) -> None:
     provenance = None
     if argv[:1] == ["--provenance"]:
@@ -74,12 +89,12 @@ def main(argv: list[str]) -> None:
         }
         if provenance:
             entries[name]["provenance"] = provenance
-        if "init_from" in meta:
-            source = meta["init_from"]
-            # a zoo name can later point at other weights: the hash says which ones were used
-            sha = source.get("weights_sha256")
-            entries[name]["init_from"] = f"{source['checkpoint']} (sha256 {sha[:12]})" if sha else source["checkpoint"]
+        entries[name].update(_sources(meta))
         print(json.dumps(entries[name]))
+    for entry in entries.values():  # entries built before teachers were listed get theirs
+        sidecar = ZOO / entry["path"] / SIDECAR
+        if sidecar.exists():
+            entry.update(_sources(json.loads(sidecar.read_text())))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
     seal_zoo(ZOO)  # sidecar seals + manifest hashes that zoo:NAME loading checks
 
