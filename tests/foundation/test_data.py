@@ -46,6 +46,17 @@ def test_cifar10_from_lossless_npz(data_dir):
     assert abs(test.x.mean().item() - 0.4734) < 0.01
 
 
+@pytest.mark.skipif(not has_dataset("cifar10-lossless"), reason="no CIFAR-10")
+def test_cifar10_test_split_needs_only_the_test_file(tmp_path, data_dir):
+    """Evaluating or attacking reads the 30 MB test file; the 150 MB training file may be absent."""
+    (tmp_path / "cifar10-lossless").mkdir()
+    (tmp_path / "cifar10-lossless" / "cifar10_test.npz").symlink_to(data_dir / "cifar10-lossless" / "cifar10_test.npz")
+    test = load_dataset("cifar10", "test", tmp_path, download=False)
+    assert torch.equal(test.x, load_dataset("cifar10", "test", data_dir).x)
+    with pytest.raises(AnntError, match="CIFAR-10 not found under"):
+        load_dataset("cifar10", "train", tmp_path, download=False)
+
+
 def test_embedded_default_is_real_mnist_offline(tmp_path, data_dir):
     emb = load_dataset("embedded", "test", tmp_path / "nothing-here")
     real = load_dataset("mnist", "test", data_dir)

@@ -53,6 +53,9 @@ class DatasetInfo:
     validation_size: int
     loader: Callable[[Path, bool], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     classes: tuple[str, ...] = ()
+    #: reads the test split alone (x, y), where the full ``loader`` would also read (and
+    #: verify) the training files: evaluating or attacking needs only the test file
+    test_loader: Callable[[Path, bool], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
@@ -142,6 +145,18 @@ def _load_cifar10(root: Path, allow_download: bool):
     return x_train, y_train, parts[5][0], parts[5][1]
 
 
+def _load_cifar10_test(root: Path, allow_download: bool):
+    """The test split from whichever copy holds it; the full loader (and its download) else."""
+    test_npz = root / "cifar10-lossless" / "cifar10_test.npz"
+    if test_npz.exists():
+        verify_file(test_npz, _CIFAR_LOSSLESS_MD5[test_npz.name], "md5")
+        return read_npz_arrays(test_npz)
+    test_batch = root / "cifar10" / "cifar-10-batches-py" / "test_batch"
+    if test_batch.exists():
+        return read_cifar_batch(test_batch)
+    return _load_cifar10(root, allow_download)[2:]
+
+
 # ---------------------------------------------------------------- embedded sample
 EMBEDDED = "mnist-embedded"
 
@@ -167,7 +182,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     "cifar10": DatasetInfo(
         "cifar10", "CIFAR-10, 50k/10k, 32x32 RGB (lossless npz or python pickles)", 3, 32, 10, 5000,
-        _load_cifar10, _CIFAR_CLASSES,
+        _load_cifar10, _CIFAR_CLASSES, _load_cifar10_test,
     ),
     EMBEDDED: DatasetInfo(
         EMBEDDED, "6,000 train + 1,000 test real MNIST images bundled with ANNT (offline)", 1, 28,
@@ -226,13 +241,21 @@ def _to_tensor(x: np.ndarray) -> torch.Tensor:
 _CACHE: dict[tuple, tuple] = {}
 
 
-def _raw(info: DatasetInfo, root: Path, allow_download: bool):
+def _raw(info: DatasetInfo, root: Path, allow_download: bool, test_only: bool = False):
+    """(x_train, y_train, x_test, y_test); the training arrays are ``None`` when only the test
+    split was asked for and the dataset can read it alone."""
     if info.name not in DATASETS:  # user folders may change between calls: never cache them
         return info.loader(root, allow_download)
-    key = (info.name, str(root))
+    full = (info.name, str(root), "all")
+    if full in _CACHE:
+        return _CACHE[full]
+    if test_only and info.test_loader is not None:
+        key, load = (info.name, str(root), "test"), lambda: (None, None, *info.test_loader(root, allow_download))
+    else:
+        key, load = full, lambda: info.loader(root, allow_download)
     if key not in _CACHE:
         _CACHE.clear()  # keep at most one dataset's raw arrays in memory
-        _CACHE[key] = info.loader(root, allow_download)
+        _CACHE[key] = load()
     return _CACHE[key]
 
 
@@ -253,7 +276,7 @@ def load_dataset(
     if split not in SPLITS:
         raise AnntError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     info = dataset_info(name)
-    x_train, y_train, x_test, y_test = _raw(info, data_root(data_dir), download)
+    x_train, y_train, x_test, y_test = _raw(info, data_root(data_dir), download, test_only=split == "test")
     classes = list(info.classes) or [str(i) for i in range(int(max(y_train.max(), y_test.max())) + 1)]
     if split == "test":
         return ImageSet(_to_tensor(x_test), torch.from_numpy(y_test), torch.arange(len(y_test)), classes)
