@@ -50,3 +50,9 @@ def test_every_zoo_entry_loads_hash_verified_as_its_manifest_says(name):
     assert (meta["model"], meta["bits"], meta["dataset"]) == (entry["model"], entry["bits"], entry["dataset"])
     assert meta["weights_sha256"] == entry["sha256"]
     assert entry["epochs_trained"] >= entry["best_epoch"] >= 1
+    for source in ("init_from", "teacher"):  # provenance: what it started from and learnt from
+        if source in meta:
+            assert entry[source].startswith(meta[source]["checkpoint"])
+            assert meta[source]["weights_sha256"][:12] in entry[source]
+        else:
+            assert source not in entry
