@@ -315,3 +315,38 @@ def test_new_recipe_fields_stay_out_of_study_keys_at_their_defaults():
     plain = recipe_identity(make_recipe("resnet20"))
     assert not {"warmup_epochs", "nesterov", "label_smoothing"} & set(plain)
     assert recipe_identity(make_recipe("resnet20", nesterov=True))["nesterov"] is True
+
+
+def test_validation_split_is_the_same_whatever_the_training_seed(tmp_path, monkeypatch):
+    """A run fine-tuned or distilled from a seed-0 model must not validate on its training images."""
+    from annt.train import trainer
+
+    asked = []
+    real = trainer.load_dataset
+    monkeypatch.setattr(trainer, "load_dataset", lambda *a, **k: asked.append((a[1], k.get("seed"))) or real(*a, **k))
+    train_model("mnist_a", "embedded", "fp", tmp_path / "s3", epochs=1, train_limit=200, seed=3, progress=False,
+                device="cpu", evaluate_test=False)
+    assert ("train", 0) in asked and ("validation", 0) in asked
+    assert read_meta(tmp_path / "s3" / "best")["recipe"]["validation_seed"] == 0
+
+
+def test_run_saved_before_validation_seed_resumes_only_on_its_own_split(tmp_path):
+    out = tmp_path / "old"
+    train_model("mnist_a", "embedded", "fp", out, epochs=1, train_limit=200, seed=3, progress=False, device="cpu",
+                evaluate_test=False)
+    state = out / "last" / "train_state.json"
+    saved = json.loads(state.read_text())
+    del saved["info"]["config"]["recipe"]["validation_seed"]  # as written before the field existed
+    state.write_text(json.dumps(saved))
+    with pytest.raises(AnntError, match="validation_seed was 3, now 0"):
+        train_model("mnist_a", "embedded", "fp", out, epochs=2, train_limit=200, seed=3, progress=False, device="cpu")
+    again = train_model("mnist_a", "embedded", "fp", out, epochs=2, train_limit=200, seed=3, progress=False,
+                        device="cpu", validation_seed=3, evaluate_test=False)
+    assert again.epochs == 2
+
+
+def test_study_cells_of_seeded_runs_keep_their_split_in_the_key():
+    from annt.train.recipes import Recipe, recipe_identity
+
+    assert "validation_seed" not in recipe_identity(Recipe(), 0)  # seed 0: the same split as before
+    assert recipe_identity(Recipe(), 2)["validation_seed"] == 0  # seed 2 used to split by 2

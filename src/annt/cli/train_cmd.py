@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--validation-size", type=positive_int, default=None)
+    p.add_argument("--validation-seed", type=seed_arg, default=None,
+                   help="seed of the held-out validation split (default 0, whatever --seed is)")
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument(
         "--init-from", default=None, metavar="CHECKPOINT",
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
         augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
         channels_last=args.channels_last, compile=args.compile, bf16=args.bf16,
-        validation_size=args.validation_size, init_from=args.init_from,
+        validation_size=args.validation_size, validation_seed=args.validation_seed, init_from=args.init_from,
         teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
     print(json.dumps({

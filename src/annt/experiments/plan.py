@@ -145,7 +145,7 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
             raise SpecError(source, f"{where}.train.{sorted(unknown)[0]}", "unknown training setting"
                             f" (known: epochs, train_limit, seed, {', '.join(Recipe.model_fields)})")
         try:
-            recipe = recipe_identity(make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides))
+            recipe = recipe_identity(make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides), m.train.seed)
         except ValidationError as exc:
             e = exc.errors()[0]
             raise SpecError(source, f"{where}.train.{key_path(tuple(e['loc']))}", e["msg"]) from None

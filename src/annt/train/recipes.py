@@ -31,6 +31,9 @@ class Recipe(BaseModel):
     random_shift: int = Field(0, ge=0, le=8)  # random translation by up to N pixels, zero fill, no flip
     dropout: float | None = Field(None, ge=0, lt=1)  # training dropout rate; None: the model's own
     validation_size: int | None = None
+    # seed of the held-out split: one split for every run whatever its training seed, so a run
+    # that starts from or distils from another never validates on that one's training images
+    validation_seed: int = Field(0, ge=0)
     # speed options (issue 11): off by default; results then equal those of earlier versions
     channels_last: bool = False  # NHWC tensors for convolutions (faster oneDNN kernels on CPU)
     compile: bool = False  # torch.compile the training forward/backward (minutes of warm-up)
@@ -41,16 +44,24 @@ class Recipe(BaseModel):
 # their defaults, so that models trained before they existed are reused, not retrained.
 _LATER_FIELDS = {
     "warmup_epochs": 0.0, "nesterov": False, "label_smoothing": 0.0,
-    "channels_last": False, "compile": False, "bf16": False,
+    "channels_last": False, "compile": False, "bf16": False, "validation_seed": 0,
 }
 # How a run executes, not what it trains (the same computation in another memory layout or
 # fused by a compiler: equal up to float rounding): a resumed run may switch them.
 EXECUTION_FIELDS = ("channels_last", "compile")
 
 
-def recipe_identity(recipe: Recipe) -> dict:
-    """The recipe as a study cell's key sees it (see ``_LATER_FIELDS``)."""
-    return {k: v for k, v in recipe.model_dump().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+def recipe_identity(recipe: Recipe, seed: int = 0) -> dict:
+    """The recipe as a study cell's key sees it (see ``_LATER_FIELDS``).
+
+    Before ``validation_seed`` existed the split followed the training ``seed``: a run with
+    another seed than its validation seed keeps the field in its key (it trains on another
+    split than such a cell did, so it must not be reused for it).
+    """
+    kept = {k: v for k, v in recipe.model_dump().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    if seed != recipe.validation_seed:
+        kept["validation_seed"] = recipe.validation_seed
+    return kept
 
 
 def default_recipe(model_name: str) -> Recipe:

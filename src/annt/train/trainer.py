@@ -248,7 +248,9 @@ def fit(
         now = {k: v for k, v in config.items() if k != "recipe"}
         # through Recipe so that runs saved before a field existed compare with its default
         free = ("epochs", *EXECUTION_FIELDS)
-        saved_recipe = {k: v for k, v in Recipe(**info["config"]["recipe"]).model_dump().items() if k not in free}
+        # runs saved before validation_seed existed split their data by the training seed
+        saved_fields = {"validation_seed": info["config"].get("seed", 0), **info["config"]["recipe"]}
+        saved_recipe = {k: v for k, v in Recipe(**saved_fields).model_dump().items() if k not in free}
         now_recipe = {k: v for k, v in recipe.model_dump().items() if k not in free}
         if saved != now:
             raise AnntError(f"{out} holds a different training run ({saved}); use another --out folder")
@@ -381,8 +383,9 @@ def train_model(
         recipe_overrides["distill_weight"] = 0.5
     recipe = checked_recipe(model_name, epochs=epochs, **recipe_overrides)
     info = dataset_info(dataset)
-    train_set = load_dataset(dataset, "train", data_dir, validation_size=recipe.validation_size, seed=seed)
-    val_set = load_dataset(dataset, "validation", data_dir, validation_size=recipe.validation_size, seed=seed)
+    split = {"validation_size": recipe.validation_size, "seed": recipe.validation_seed}
+    train_set = load_dataset(dataset, "train", data_dir, **split)
+    val_set = load_dataset(dataset, "validation", data_dir, **split)
     if train_limit is not None:
         train_set = train_set.subset(torch.arange(min(train_limit, len(train_set))))
     # hold the training images as uint8 from here on (fit converts each batch back exactly)
