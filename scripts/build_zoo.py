@@ -70,8 +70,10 @@ def main(argv: list[str]) -> None:
     pairs = argv
     manifest_path = ZOO / "manifest.json"
     entries = {e["name"]: e for e in json.loads(manifest_path.read_text())["models"]} if manifest_path.exists() else {}
+    built = []
     for pair in pairs:
         name, run_dir = pair.split("=", 1)
+        built.append(name)
         best = Path(run_dir) / "best"
         load_checkpoint(best)  # verifies the weights against their sidecar
         meta = _with_test_accuracy(best)
@@ -89,12 +91,12 @@ def main(argv: list[str]) -> None:
         }
         if provenance:
             entries[name]["provenance"] = provenance
-        entries[name].update(_sources(meta))
-        print(json.dumps(entries[name]))
-    for entry in entries.values():  # entries built before teachers were listed get theirs
+    for entry in entries.values():  # from each entry's sidecar: built now or before teachers were listed
         sidecar = ZOO / entry["path"] / SIDECAR
         if sidecar.exists():
             entry.update(_sources(json.loads(sidecar.read_text())))
+    for name in built:
+        print(json.dumps(entries[name]))
     atomic_write_json(manifest_path, {"models": [entries[k] for k in sorted(entries)]})
     seal_zoo(ZOO)  # sidecar seals + manifest hashes that zoo:NAME loading checks
 
