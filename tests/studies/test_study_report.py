@@ -134,3 +134,17 @@ def test_write_report_needs_results(tmp_path):
     ResultsDB.in_dir(tmp_path).close()
     with pytest.raises(AnntError, match="no study results"):
         write_report(tmp_path)
+
+
+def test_report_from_the_database_alone(study, tmp_path):
+    """A results.sqlite copied back without its sets (e.g. from a GPU) still gives the tables."""
+    import shutil
+
+    _, out = study
+    copy = tmp_path / "db-only"
+    copy.mkdir()
+    shutil.copy(out / DB_NAME, copy / DB_NAME)
+    text = write_report(copy).read_text()
+    assert "Table 6" in text and "Transfer" in text
+    assert re.search(r"_(\d+) of \1 adversarial sets are not in this folder", text)
+    assert not (copy / "report" / "grids").exists()

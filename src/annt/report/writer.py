@@ -65,10 +65,13 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
     """One grid per dataset, model, bitwidth and attack label (run 0, first ``k`` images)."""
     from annt.metrics.evaluate import match_clean
 
-    lines, cache = [], {}
+    lines, cache, missing = [], {}, 0
     first = [r for r in sets if r["run"] == 0]
     first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"])))
     for row in first:
+        if not (out_dir / row["path"]).exists():  # a database copied without its sets (e.g. back from a GPU)
+            missing += 1
+            continue
         adv = load_recorded_set(out_dir / row["path"], row.get("sha256"))
         take = slice(0, min(k, len(adv)))
         split = _clean_images(row["dataset"], data_dir, cache)
@@ -82,12 +85,18 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
         lines.append(f"![{title}](grids/{name})")
     if first and not cache.get(first[0]["dataset"], True):
         lines.insert(0, "_Clean images could not be loaded (dataset unavailable), so the grids show adversarial images only._\n")
+    if missing:
+        lines.insert(0, f"_{missing} of {len(first)} adversarial sets are not in this folder (a database copied without"
+                        " its `sets/`), so their grids are left out; every table above comes from the database._\n")
     return lines
 
 
 def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> list[str]:
-    lines = []
+    lines, missing = [], 0
     for row in rows:
+        if not (out_dir / row["path"]).exists():  # a database copied without its files
+            missing += 1
+            continue
         z = read_npz(out_dir / row["path"], "progression file")
         try:
             frames, iters, clean = z["images"], z["iterations"].tolist(), z["clean"]
@@ -97,6 +106,8 @@ def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> li
         title = f"{row['label']} progression on {row['model']} {bits_label(row['bits_tag'])}"
         progression_grid(frames, iters, clean, folder / "progression" / name, title=title)
         lines.append(f"![{title}](progression/{name})")
+    if missing:
+        lines.insert(0, f"_{missing} of {len(rows)} progression files are not in this folder, so they are left out._\n")
     return lines
 
 
