@@ -23,6 +23,7 @@ from torch import nn
 from annt.attacks.base import (
     AttackResult,
     check_batch,
+    confirm_on_model,
     counts,
     eval_mode,
     flat_norm,
@@ -410,9 +411,8 @@ def attack(
 
     A sample stops when no step succeeds within ``num_trial`` retries (as in ART) or when its
     ``epsilon`` falls below ``min_epsilon``. Samples without an adversarial start are returned
-    unchanged and unsuccessful. The queries go to a faster copy of the model; a final point
-    that the model itself does not call adversarial is pushed slightly away from the original
-    until it does (``_back_off``), since the copy's logits differ by float rounding.
+    unchanged and unsuccessful. The queries go to a faster copy of the model; the result is
+    judged on the model itself (``confirm_on_model``).
 
     ``step_mode="trial"`` (default) is ART's step: ``sample_size`` orthogonal candidates and
     source steps retried up to ``num_trial`` times, about 30 queries per iteration.
@@ -448,46 +448,8 @@ def attack(
             stalled = _source_phase(st, fast, shape, ready, cands, ok, p)
             active &= ready & ~stalled & (st.epsilon >= min_epsilon)
         adv = torch.where(st.found[:, None], st.best, st.x).view_as(inputs)
-        # FP logits of the copy differ by float rounding (~1e-5): confirm on the model itself
-        success = st.found & is_adversarial(predict(model, adv), labels, targeted)
-        st.queries += 1
-        adv, success = _back_off(st, model, adv, success, shape)
+        # the copy's logits differ by float rounding: confirm on the model itself
+        adv, success, passes = confirm_on_model(model, inputs, adv, st.found, labels, targeted)
+        st.queries += passes
     return AttackResult(adv, success, st.iters, st.queries, counts(st.x.shape[0], 0, inputs.device))
 
-
-# relative growth of the perturbation tried, in one batch, for a point the model disagrees on
-_BACK_OFF = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
-
-
-def _back_off(st: _State, model: nn.Module, adv: torch.Tensor, success: torch.Tensor, shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """Push points the queries' copy called adversarial, and the model does not, off the boundary.
-
-    The attack ends within float rounding of the decision boundary, where labels can change with
-    the rounding, even with the batch they are computed in (on a CPU: 1 of 700 CIFAR-10
-    Boundary-12 points, 8-bit ResNet20, session 9). Such a point is pushed away from the original
-    along its own perturbation, by the smallest of ``_BACK_OFF`` (relative to the perturbation)
-    from which on the model itself calls it adversarial; if none is, it stays a failure.
-    """
-    lost = (st.found & ~success).nonzero()[:, 0]
-    if lost.numel() == 0:
-        return adv, success
-    flat = adv.flatten(1)
-    x, d = st.x[lost], flat[lost] - st.x[lost]
-    scale = torch.tensor(_BACK_OFF, dtype=d.dtype, device=d.device)
-    cand = (x[:, None] + (1 + scale[None, :, None]) * d[:, None]).clamp(0, 1)  # [lost, k, D]
-    hit = st.query(model, lost, cand, shape)
-    ok = hit.any(1)
-    # the smallest step from which every larger one works too (a lone hit may be rounding again),
-    # else the smallest that works
-    stable = hit.flip(1).long().cumprod(1).flip(1).bool()
-    first = torch.where(stable.any(1), stable.float().argmax(1), hit.float().argmax(1))
-    if not bool(ok.any()):
-        return adv, success
-    flat = flat.clone()
-    flat[lost[ok]] = cand[ok, first[ok]]
-    adv = flat.view_as(adv)
-    # a quantized model's label at such a point can depend on the batch it is computed in (an
-    # activation on a quantization step): judge again in one batch of all samples, as evaluation does
-    success = st.found & is_adversarial(predict(model, adv), st.labels, st.targeted)
-    st.queries += 1
-    return adv, success

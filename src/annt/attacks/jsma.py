@@ -24,6 +24,7 @@ from torch import nn
 from annt.attacks.base import (
     AttackResult,
     check_batch,
+    confirm_on_model,
     counts,
     eval_mode,
     is_adversarial,
@@ -192,7 +193,7 @@ def attack(
     bwd = counts(n, 0, device)
     gen = make_generator(seed, device)
     with eval_mode(model):
-        model = cached_inference_copy(model, channels_last=False)  # bit-identical, faster
+        original, model = model, cached_inference_copy(model, channels_last=False)  # bit-identical, faster
         classes = int(model(x[:1].view((1,) + shape)).shape[1])
         fixed = labels if targeted else None
         if not targeted and target_selection == "random":
@@ -216,8 +217,10 @@ def attack(
             iters[idx] += 1
             p, q = best_pairs(alpha, beta, domain[idx], increase, chunk_elems)
             _apply_pair(x, changed, domain, idx, p, q, theta)
-    adv = x.view_as(inputs)
-    return AttackResult(adv, success, iters, fwd, bwd)
+        adv, success, passes = confirm_on_model(
+            original, inputs, x.view_as(inputs), success, labels, targeted
+        )
+    return AttackResult(adv, success, iters, fwd + passes, bwd)
 
 
 def _apply_pair(
