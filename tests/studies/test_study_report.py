@@ -148,3 +148,26 @@ def test_report_from_the_database_alone(study, tmp_path):
     assert "Table 6" in text and "Transfer" in text
     assert re.search(r"_(\d+) of \1 adversarial sets are not in this folder", text)
     assert not (copy / "report" / "grids").exists()
+
+
+def test_report_lists_where_the_attack_and_the_evaluation_disagree(study, tmp_path):
+    import shutil
+
+    _, out = study
+    assert "own success check and the evaluation disagree" not in (out / "report" / "report.md").read_text()
+    copy = tmp_path / "tampered"
+    copy.mkdir()
+    shutil.copy(out / DB_NAME, copy / DB_NAME)
+    con = sqlite3.connect(copy / DB_NAME)
+    cell, n = con.execute("SELECT a.cell, a.n FROM attack_sets a JOIN results r ON r.set_cell = a.cell"
+                          " WHERE r.mode = 'direct' AND a.label = 'fgsm' AND a.run = 0").fetchone()
+    evaluated = con.execute("SELECT n_success FROM results WHERE set_cell = ? AND mode = 'direct'", (cell,)).fetchone()[0]
+    claimed = n if evaluated < n else n - 1  # the attack "claims" a count the evaluation did not find
+    con.execute("UPDATE attack_sets SET source_success_rate = ? WHERE cell = ?", (claimed / n, cell))
+    con.commit()
+    con.close()
+    text = write_report(copy, study="all").read_text()
+    section = text.split("own success check and the evaluation disagree", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("| mnist-embedded")]
+    assert len(rows) == 1
+    assert rows[0].split("|")[6:9] == [f" {claimed} ", f" {evaluated} ", f" {n} "]
