@@ -452,4 +452,3 @@ def attack(
         adv, success, passes = confirm_on_model(model, inputs, adv, st.found, labels, targeted)
         st.queries += passes
     return AttackResult(adv, success, st.iters, st.queries, counts(st.x.shape[0], 0, inputs.device))
-

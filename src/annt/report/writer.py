@@ -93,17 +93,22 @@ def _clean_images(dataset: str, data_dir: str | None, cache: dict[str, Any]) -> 
     return cache[dataset]
 
 
+def _on_disk(out_dir: Path, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose file is in ``out_dir``, and how many are not (a database copied without
+    its files, e.g. back from a GPU machine); a file that is there but corrupt still fails."""
+    present = [r for r in rows if (out_dir / r["path"]).exists()]
+    return present, len(rows) - len(present)
+
+
 def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: str | None, k: int) -> list[str]:
     """One grid per dataset, model, bitwidth and attack label (run 0, first ``k`` images)."""
     from annt.metrics.evaluate import match_clean
 
-    lines, cache, missing = [], {}, 0
+    lines, cache = [], {}
     first = [r for r in sets if r["run"] == 0]
     first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"])))
-    for row in first:
-        if not (out_dir / row["path"]).exists():  # a database copied without its sets (e.g. back from a GPU)
-            missing += 1
-            continue
+    present, missing = _on_disk(out_dir, first)
+    for row in present:
         adv = load_recorded_set(out_dir / row["path"], row.get("sha256"))
         take = slice(0, min(k, len(adv)))
         split = _clean_images(row["dataset"], data_dir, cache)
@@ -124,11 +129,9 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
 
 
 def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> list[str]:
-    lines, missing = [], 0
-    for row in rows:
-        if not (out_dir / row["path"]).exists():  # a database copied without its files
-            missing += 1
-            continue
+    lines = []
+    present, missing = _on_disk(out_dir, rows)
+    for row in present:
         z = read_npz(out_dir / row["path"], "progression file")
         try:
             frames, iters, clean = z["images"], z["iterations"].tolist(), z["clean"]
