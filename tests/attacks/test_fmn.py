@@ -58,13 +58,14 @@ def test_fmn_matches_adv_lib(bits, norm, steps, adv_lib_fmn, mnist_test, correct
 
 def test_fmn_contract_and_gradient_option(mnist_test, correct):
     model = load_model("zoo:mnist_a@1bit")
-    x, y = correct(model, mnist_test, 8)  # 30 steps: the session-10 1-bit entry resists 12 and 20
+    x, y = correct(model, mnist_test, 8)
+    steps = 30  # the session-10 1-bit entry resists all 8 images for 12 and 20 steps
     model.train()
-    res = run_attack("fmn", model, x, y, {"steps": 30, "norm": 2})
+    res = run_attack("fmn", model, x, y, {"steps": steps, "norm": 2})
     assert model.training
     model.eval()
     assert res.adversarial.min() >= 0 and res.adversarial.max() <= 1
-    assert torch.equal(res.forward_passes, torch.full_like(y, 30))
-    assert torch.equal(res.backward_passes, torch.full_like(y, 30))
-    soft = run_attack("fmn", model, x, y, {"steps": 30, "gradient": "ste_noclip"})
+    assert torch.equal(res.forward_passes, torch.full_like(y, steps))
+    assert torch.equal(res.backward_passes, torch.full_like(y, steps))
+    soft = run_attack("fmn", model, x, y, {"steps": steps, "gradient": "ste_noclip"})
     assert not torch.equal(soft.adversarial, res.adversarial)
