@@ -1,56 +1,40 @@
 """Shared fixtures for the attack tests: real MNIST and small, quickly trained Mnist A models.
 
-``annt.data.load_dataset`` is used when it exists; until then the canonical IDX files are read
-directly. Models are trained once per session (about 20k images, one epoch) and cached.
+Test images come from the bundled ``mnist-embedded`` set, whose 1,000 test images are the first
+1,000 of MNIST's test file byte for byte (tests/foundation/test_data.py checks it), so they are the
+same with or without the data directory. The quick models train on the first 20,000 images of
+MNIST's train split where the data directory holds MNIST; in a fresh clone, on mnist-embedded's
+5,500 training images for the same number of steps. Models are trained once per session and cached.
+Data is read through ``annt.data.load_dataset`` only: a broken loader fails these tests.
 """
 
 from __future__ import annotations
 
-import gzip
-import os
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from annt.errors import AnntError
+from annt.data import load_dataset
 from annt.models import create_model
 
-_IDX = {"train": "train", "test": "t10k"}
+TRAIN_IMAGES = 20000  # of the full MNIST train split, where the data directory has it
+BATCH = 128
+STEPS = math.ceil(TRAIN_IMAGES / BATCH)  # one epoch of those: 157 steps
 
 
-def data_root() -> Path:
-    """``ANNT_DATA_DIR`` or the project's shared data folder next to the checkout."""
-    env = os.environ.get("ANNT_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
-
-
-def load_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST ``split`` as float32 NCHW in [0, 1] and int64 labels."""
-    try:
-        from annt.data import load_dataset
-
-        ds = load_dataset("mnist", split, data_dir=data_root(), download=False)
-        return ds.x.float(), ds.y.long()
-    except (ImportError, AttributeError, TypeError):
-        pass  # annt.data not there yet: read the IDX files below
-    except AnntError as err:
-        pytest.skip(f"MNIST not available: {err}")
-    folder = data_root() / "mnist"
-    if not folder.is_dir():
-        pytest.skip(f"MNIST not found under {folder}")
-    x = _read_idx(folder / f"{_IDX[split]}-images-idx3-ubyte.gz", 16).reshape(-1, 1, 28, 28)
-    y = _read_idx(folder / f"{_IDX[split]}-labels-idx1-ubyte.gz", 8)
-    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
+def load_mnist(split: str, data_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST ``split`` as float32 NCHW in [0, 1] and int64 labels: the full files from
+    ``data_dir``, or mnist-embedded where ``data_dir`` is ``None``."""
+    if data_dir is None:
+        ds = load_dataset("mnist-embedded", split)
+    else:
+        ds = load_dataset("mnist", split, data_dir=data_dir, download=False)
+    return ds.x.float(), ds.y.long()
 
 
 @contextmanager
@@ -70,15 +54,22 @@ def _single_thread() -> Iterator[None]:
         yield
 
 
+def _batches(n: int, steps: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """``steps`` batches of indices into ``n`` images: shuffled epochs, as many as it takes."""
+    while steps > 0:
+        for idx in torch.randperm(n, generator=gen).split(BATCH)[:steps]:
+            yield idx
+            steps -= 1
+
+
 def train_quick(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int | None = None
 ) -> nn.Module:
-    """Adam 1e-3, batch 128, one epoch (or ``steps`` batches): ~94% accuracy in seconds."""
+    """Adam 1e-3, batch 128, one epoch of 20,000 images (or ``steps`` batches): ~94% accuracy in seconds."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-    for idx in perm.split(128)[:steps]:
+    for idx in _batches(x.shape[0], STEPS if steps is None else steps, torch.Generator().manual_seed(seed)):
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
@@ -87,15 +78,15 @@ def train_quick(
 
 
 @pytest.fixture(scope="session")
-def mnist_train() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_mnist("train")
-    return x[:20000], y[:20000]
+def mnist_train(mnist_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = load_mnist("train", mnist_dir)
+    return x[:TRAIN_IMAGES], y[:TRAIN_IMAGES]
 
 
 @pytest.fixture(scope="session")
 def mnist_test() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_mnist("test")
-    return x[:2000], y[:2000]
+    """The first 1,000 MNIST test images (mnist-embedded's, identical to the full file's)."""
+    return load_mnist("test")
 
 
 def _trained(bits: str | None, train, cache: Path, start: nn.Module | None = None) -> nn.Module:
@@ -139,8 +130,10 @@ def mnist_2bit(mnist_train, model_cache, mnist_fp) -> nn.Module:
 def correct_samples(model: nn.Module, test, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` test images that ``model`` classifies correctly (the paper's protocol)."""
     x, y = test
+    assert 4 * n <= x.shape[0], f"{n} samples need the first {4 * n} test images, there are {x.shape[0]}"
     with torch.no_grad():
         ok = model(x[: 4 * n]).argmax(1) == y[: 4 * n]
+    assert int(ok.sum()) >= n, f"only {int(ok.sum())} of the first {4 * n} test images are classified correctly"
     return x[: 4 * n][ok][:n].clone(), y[: 4 * n][ok][:n].clone()
 
 

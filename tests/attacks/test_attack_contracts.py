@@ -6,20 +6,72 @@ import pytest
 import torch
 from torch import nn
 
-from annt.attacks import apply_universal_noise, get_attack, run_attack
+from annt.attacks import (
+    apply_universal_noise,
+    get_attack,
+    list_attacks,
+    run_attack,
+    validate_params,
+)
 from annt.attacks.cw import margin
 from annt.attacks.jsma import best_pairs
 from annt.errors import AnntError
 
-# Small settings so that every attack runs in about a second on 8 MNIST images.
+# Small settings so that every registered attack runs in about a second on 8 MNIST images.
+# The contract test runs over ``list_attacks()``: a newly registered attack fails it until it has
+# an entry here. Linf values; the L2 runs of norm-taking attacks use L2_SETTINGS on top.
 QUICK = {
-    "fgsm": {"eps": 0.1},
-    "jsma": {"theta": 1.0, "gamma": 0.05},
-    "uap": {"attacker_eps": 0.05, "xi": 0.2, "max_iter": 2, "batch_size": 4},
-    "cw_l2": {"max_iter": 10, "binary_search_steps": 3, "initial_const": 1.0},
+    "apgd_ce": {"eps": 0.1, "steps": 5},
+    "apgd_dlr": {"eps": 0.1, "steps": 5},
     "boundary": {"max_iter": 5},
+    "cw_l2": {"max_iter": 10, "binary_search_steps": 3, "initial_const": 1.0},
+    "fgsm": {"eps": 0.1},
+    "fmn": {"steps": 10},
+    "hop_skip_jump": {"max_iter": 2, "init_eval": 10, "max_eval": 50},
+    "jsma": {"theta": 1.0, "gamma": 0.05},
+    "pgd": {"eps": 0.1, "steps": 5},
+    "square": {"eps": 0.1, "max_queries": 20},
+    "uap": {"attacker_eps": 0.05, "xi": 0.2, "max_iter": 2, "batch_size": 4},
 }
-RANDOMISED = ["jsma", "uap", "boundary"]
+L2_SETTINGS = {"eps": 1.0, "xi": 2.0, "attacker_eps": 0.5}  # where the attack has that parameter
+
+
+def _fields(name: str) -> dict:
+    return get_attack(name).params_model.model_fields
+
+
+def _contract_cases():
+    """Every registered attack; those that take a norm, once per norm (Linf and L2)."""
+    for name in list_attacks():
+        for norm in ("inf", "2") if "norm" in _fields(name) else (None,):
+            yield pytest.param(name, norm, id=name if norm is None else f"{name}-{norm}")
+
+
+def _settings(name: str, norm: str | None) -> dict:
+    assert name in QUICK, f"attack {name!r} is registered but has no small settings in QUICK"
+    params = dict(QUICK[name])
+    if norm is not None:
+        params["norm"] = norm
+    if norm == "2":
+        params |= {k: v for k, v in L2_SETTINGS.items() if k in _fields(name)}
+    return params
+
+
+def _check_budget(name: str, params: dict, x: torch.Tensor, adv: torch.Tensor) -> None:
+    """Bounded attacks stay within their budget: the eps ball (Linf or L2) of FGSM, PGD, APGD and
+    Square, UAP's noise bound xi, JSMA's share gamma of changed features. Minimum-norm attacks
+    (CW, FMN, Boundary, HopSkipJump) have none."""
+    values = validate_params(name, params)
+    delta = (adv - x).flatten(1)
+    bound = values.get("eps", values.get("xi"))
+    if bound is not None:
+        if values["norm"] == "inf":
+            assert delta.abs().max() <= bound + 1e-6, (name, float(delta.abs().max()), bound)
+        else:
+            worst = delta.norm(dim=1).max()
+            assert worst <= bound * (1 + 1e-5), (name, float(worst), bound)
+    if name == "jsma":
+        assert ((delta != 0).sum(1) <= int(values["gamma"] * delta.shape[1])).all()
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +89,20 @@ def _check_result(res, x):
     assert (res.forward_passes > 0).all()
 
 
-@pytest.mark.parametrize("name", sorted(QUICK))
-def test_range_costs_and_untouched_inputs(name, mnist_fp, batch):
+def test_every_registered_attack_has_contract_settings():
+    assert set(QUICK) == set(list_attacks())
+
+
+@pytest.mark.parametrize(("name", "norm"), list(_contract_cases()))
+def test_attack_contract(name, norm, mnist_fp, batch):
+    """Foolbox-style: adversarials in [0, 1] of the inputs' shape, a success mask that is the
+    model's verdict on them, bounded attacks within their budget, inputs and the model's mode
+    left as they were, and the same seed giving the same result."""
     x, y = batch
+    params = _settings(name, norm)
     before = x.clone()
     mnist_fp.train()  # the attack must use eval mode and give the caller's mode back
-    res = run_attack(name, mnist_fp, x, y, QUICK[name], seed=1)
+    res = run_attack(name, mnist_fp, x, y, params, seed=7)
     assert mnist_fp.training
     mnist_fp.eval()
     assert torch.equal(x, before)
@@ -50,15 +110,11 @@ def test_range_costs_and_untouched_inputs(name, mnist_fp, batch):
     with torch.no_grad():
         pred = mnist_fp(res.adversarial).argmax(1)
     assert torch.equal(res.success, pred != y)
-
-
-@pytest.mark.parametrize("name", RANDOMISED)
-def test_same_seed_same_result(name, mnist_fp, batch):
-    x, y = batch
-    a = run_attack(name, mnist_fp, x, y, QUICK[name], seed=7)
-    b = run_attack(name, mnist_fp, x, y, QUICK[name], seed=7)
-    assert torch.equal(a.adversarial, b.adversarial)
-    assert torch.equal(a.forward_passes, b.forward_passes)
+    _check_budget(name, params, x, res.adversarial)
+    again = run_attack(name, mnist_fp, x, y, params, seed=7)
+    assert torch.equal(again.adversarial, res.adversarial)
+    assert torch.equal(again.success, res.success)
+    assert torch.equal(again.forward_passes, res.forward_passes)
 
 
 def test_fgsm_moves_every_free_pixel_by_exactly_eps(mnist_fp, batch):
@@ -213,14 +269,14 @@ def _tiny_cifar_model() -> nn.Module:
     ).eval()
 
 
-@pytest.mark.parametrize("name", sorted(QUICK))
+@pytest.mark.parametrize("name", list_attacks())
 def test_colour_images_of_cifar_size(name):
     """3 x 32 x 32 inputs (3072 features): JSMA's pair search must not need 3072^2 per sample."""
     model = _tiny_cifar_model()
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         y = model(x).argmax(1)
-    params = QUICK[name] | ({"gamma": 0.01} if name == "jsma" else {})
+    params = _settings(name, None) | ({"gamma": 0.01} if name == "jsma" else {})
     res = run_attack(name, model, x, y, params, seed=0)
     _check_result(res, x)
 

@@ -37,8 +37,19 @@ def linear_case(n: int = 12, d: int = 20, k: int = 3, seed: int = 0):
     return model, x, y, best
 
 
+# Tolerances set from measurements on this oracle (linear_case seeds 0-2 and 4-7, the ones whose
+# minimal point lies inside the box; max over samples of L2 / minimal L2):
+# - Boundary, both settings below, attack seeds 0-9 (140 runs): worst 1.00016, median 1.0000005;
+#   the excess is the final back-off off the boundary (about 1e-4, annt.attacks.base.BACK_OFF).
+#   1.01 leaves 60 times that excess as margin, and still fails an attack that stops 1% short.
+# - CW L2 (deterministic): 1.010 on seed 0 and 1.0225 at worst over those 7 oracles; 1.05 is
+#   twice the worst excess.
+BOUNDARY_FACTOR = 1.01
+CW_FACTOR = 1.05
+
+
 @pytest.mark.parametrize(
-    ("name", "params", "factor"),
+    ("name", "params", "factor", "seeds"),
     [
         (
             "cw_l2",
@@ -48,16 +59,19 @@ def linear_case(n: int = 12, d: int = 20, k: int = 3, seed: int = 0):
                 "binary_search_steps": 10,
                 "initial_const": 0.1,
             },
-            1.25,
+            CW_FACTOR,
+            [0],
         ),
-        ("boundary", {"max_iter": 200}, 2.0),
-        ("boundary", {"max_iter": 100, "init_starts": 3, "init_search_steps": 8}, 2.0),
+        ("boundary", {"max_iter": 200}, BOUNDARY_FACTOR, range(5)),
+        ("boundary", {"max_iter": 100, "init_starts": 3, "init_search_steps": 8}, BOUNDARY_FACTOR, range(5)),
     ],
+    ids=["cw_l2", "boundary", "boundary-multistart"],
 )
-def test_minimal_perturbation_is_nearly_reached(name, params, factor):
+def test_minimal_perturbation_is_nearly_reached(name, params, factor, seeds):
     model, x, y, minimal = linear_case()
-    res = run_attack(name, model, x, y, params, seed=0)
-    assert res.success.all()
-    dist = (res.adversarial - x).flatten(1).norm(dim=1)
-    assert (dist >= minimal * (1 - 1e-3)).all()  # nothing beats the oracle
-    assert (dist <= factor * minimal).all(), (dist / minimal).max()
+    for seed in seeds:
+        res = run_attack(name, model, x, y, params, seed=seed)
+        assert res.success.all()
+        dist = (res.adversarial - x).flatten(1).norm(dim=1)
+        assert (dist >= minimal * (1 - 1e-3)).all()  # nothing beats the oracle
+        assert (dist <= factor * minimal).all(), (seed, (dist / minimal).max())

@@ -10,7 +10,10 @@ from torch.nn import functional as F
 from annt.attacks import run_attack
 
 SMALL = {
-    "fgsm": {"eps": 0.2},
+    # 0.3, MNIST's usual Linf budget: at 0.2 the 1-bit model trained on the full MNIST files
+    # resists on all 6 images (measured: 0.2 fools 32% of its first 100 correct images, none of
+    # the first 6; 0.3 fools 78%, 5 of those 6)
+    "fgsm": {"eps": 0.3},
     "jsma": {"theta": 1.0, "gamma": 0.1, "target_selection": "best"},
     "uap": {"attacker_eps": 0.05, "xi": 0.3, "max_iter": 2, "batch_size": 4},
     "cw_l2": {

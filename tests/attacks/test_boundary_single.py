@@ -10,9 +10,9 @@ from annt.zoo import load_model
 
 
 @pytest.fixture(scope="module")
-def case(data_dir):
+def case():
     model = load_model("zoo:mnist_a@fp")
-    ds = load_dataset("mnist", "test", data_dir)
+    ds = load_dataset("mnist-embedded", "test")  # the first 1000 MNIST test images
     x, y = ds.x[:40].float(), ds.y[:40].long()
     with torch.no_grad():
         ok = model(x).argmax(1) == y

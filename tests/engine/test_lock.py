@@ -50,3 +50,23 @@ def test_wait_waits_for_the_holder(tmp_path, reference_dir, reference):
     assert f"pid {os.getpid()}" in log.read_text()
     assert json.loads(stdout)["cells_reused"] == CELLS
     assert dump(out) == reference
+
+
+def test_without_fcntl_the_lock_says_in_one_line_that_it_does_not_guard(tmp_path, monkeypatch):
+    """Where Python has no ``fcntl`` (Windows) the folder is not guarded, and the lock says so."""
+    import importlib.util
+
+    import annt.store.lock as real
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # ``import fcntl`` raises ImportError
+    spec = importlib.util.spec_from_file_location("annt_lock_without_fcntl", real.__file__)
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)  # a separate copy: the real module keeps its fcntl
+    assert bare.fcntl is None and real.fcntl is not None
+    said = io.StringIO()
+    with bare.OutputLock(tmp_path, say=said), bare.OutputLock(tmp_path, say=said):  # two holders
+        pass
+    lines = said.getvalue().splitlines()
+    assert lines == [bare.NO_LOCK_WARNING.format(folder=tmp_path)] * 2
+    assert "no file locking" in lines[0] and str(tmp_path) in lines[0] and "not guarded" in lines[0]
+    assert not (tmp_path / LOCK_NAME).exists()  # no lock file that would claim otherwise

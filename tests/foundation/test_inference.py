@@ -17,8 +17,8 @@ from annt.zoo import load_model
 
 
 @pytest.fixture(scope="module")
-def mnist(data_dir):
-    ds = load_dataset("mnist", "test", data_dir)
+def mnist():
+    ds = load_dataset("mnist-embedded", "test")  # the first 1000 MNIST test images
     return ds.x[:300].float(), ds.y[:300].long()
 
 

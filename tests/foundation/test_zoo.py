@@ -1,6 +1,8 @@
 """The bundled model zoo: every manifest entry loads by name, hash-verified, and scores as recorded."""
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -12,15 +14,30 @@ from annt.store.checkpoint import load_state
 from annt.zoo import list_zoo, zoo_entry
 
 ENTRIES = list_zoo()
+DATA_DIR = Path(os.environ.get("ANNT_DATA_DIR", "."))  # tests/conftest.py sets it where the folder exists
+
+
+def has_dataset(sub: str) -> bool:
+    return (DATA_DIR / sub).is_dir()
 
 
 @pytest.mark.skipif(not ENTRIES, reason="no bundled models")
 @pytest.mark.parametrize("name", [e["name"] for e in ENTRIES if e["dataset"] in ("mnist", "fashion-mnist")])
-def test_zoo_model_reproduces_its_recorded_test_accuracy(name, data_dir):
+def test_zoo_model_reproduces_its_recorded_test_accuracy(name):
+    """On the full test set where the data directory has it. In a fresh clone, on mnist-embedded's
+    1,000 images, the first of MNIST's 10,000: they cannot hold more errors than the recorded
+    accuracy leaves on all 10,000 (measured: 8-15 errors, bounds 59-96)."""
     entry = zoo_entry(name)
     model = annt.load(f"zoo:{name}")
-    test = load_dataset(entry["dataset"], "test", data_dir)
-    assert accuracy(model, test.x, test.y) == pytest.approx(entry["test_accuracy"], abs=1e-4)
+    if has_dataset(entry["dataset"]):
+        test = load_dataset(entry["dataset"], "test", DATA_DIR)
+        assert accuracy(model, test.x, test.y) == pytest.approx(entry["test_accuracy"], abs=1e-4)
+    elif entry["dataset"] == "mnist":
+        head = load_dataset("mnist-embedded", "test")
+        errors = round((1 - accuracy(model, head.x, head.y)) * len(head))
+        assert errors <= round((1 - entry["test_accuracy"]) * 10000), errors
+    else:
+        pytest.skip(f"needs {entry['dataset']} in $ANNT_DATA_DIR (not bundled)")
 
 
 def test_unknown_zoo_name_is_one_line_error():

@@ -23,13 +23,11 @@ import yaml
 from PIL import Image
 
 from annt.cli.main import main
+from annt.inputs.hashing import file_digest
 from annt.store.adversarial_set import set_seal
 from annt.store.checkpoint import seal_of
-from annt.store.hashing import file_digest
 
 from .conftest import snapshot, tiny_spec
-
-DATA_DIR = Path(os.environ.get("ANNT_DATA_DIR", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 
 EMB = "mnist-embedded"
 
@@ -39,6 +37,7 @@ class Ctx:
     tmp: Path
     pristine: Path
     arrays: dict[str, np.ndarray]
+    data: Path | None = None  # for cases that need data: a folder whose mnist/ holds the IDX files
 
 
 @dataclass
@@ -607,7 +606,7 @@ def idx_case(id: str, damage: Callable[[Path], None], match: str) -> None:
     def build(c: Ctx) -> list[str]:
         root = c.tmp / "data"
         (root / "mnist").mkdir(parents=True)
-        for f in (DATA_DIR / "mnist").glob("*.gz"):
+        for f in (c.data / "mnist").glob("*.gz"):
             os.symlink(f, root / "mnist" / f.name)
         damage(root / "mnist")
         return ["evaluate", "--checkpoint", "zoo:mnist_a@fp", "--dataset", "mnist", "--data-dir", str(root)]
@@ -885,11 +884,11 @@ def _one_line_error(err: str) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(case: Case, pristine, set_arrays, tmp_path, monkeypatch, capsys):
-    if case.needs_data and not (DATA_DIR / "mnist").is_dir():
-        pytest.skip("real MNIST not found")
+def test_hostile_input(case: Case, pristine, set_arrays, tmp_path, monkeypatch, capsys, request):
+    # the MNIST IDX files (real, or in a fresh clone mnist-embedded's images as IDX files)
+    data = request.getfixturevalue("mnist_files") if case.needs_data else None
     monkeypatch.chdir(tmp_path)
-    argv = case.build(Ctx(tmp_path, pristine, set_arrays))
+    argv = case.build(Ctx(tmp_path, pristine, set_arrays, data))
     capsys.readouterr()
     before = snapshot(tmp_path)
     pristine_before = snapshot(pristine)

@@ -19,6 +19,7 @@ from annt.robustness.verdict import (
     CLEAN,
     MASKING,
     judge_eps,
+    judge_gradients,
     judge_growing,
     judge_surrogates,
     verdict,
@@ -29,6 +30,19 @@ QUICK = {"pgd": {"steps": 6}, "apgd_ce": {"steps": 6}, "apgd_dlr": {"steps": 6}}
 
 def _outcome(name, kind, robust):
     return Outcome(name, 0.1, kind, np.array(robust, dtype=bool))
+
+
+def _evidence_from(outcomes, growing, health, tolerance=0.01):
+    """The evidence lines the verdict rules draw from the checklist's measurements, in its order."""
+    lines = []
+    for e in dict.fromkeys(o.eps for o in outcomes):
+        rows = [o for o in outcomes if o.eps == e]
+        lines += judge_eps([o for o in rows if o.kind != "surrogate"], tolerance)
+        surrogates = [o for o in rows if o.kind == "surrogate"]
+        if surrogates:
+            base = next(o for o in rows if o.attack == "pgd" and o.kind == "iterative")
+            lines += judge_surrogates(base, surrogates, "ste", tolerance)
+    return lines + judge_growing(growing, "pgd") + judge_gradients(health, tolerance)
 
 
 def test_verdict_rules_on_constructed_evidence():
@@ -99,13 +113,19 @@ def test_checklist_on_the_1bit_zoo_model(zoo_1bit):
     surr = [o for o in outcomes if o.kind == "surrogate"]
     assert {o.name for o in surr} == {f"pgd_gradient_{g}" for g in gradient_options("pgd")[1:]}
     assert all(o.params["gradient"] != "ste" for o in surr)
-    assert isinstance(evidence, list) and isinstance(skipped, list)
+    # the evidence is exactly what the rules say about these measurements; nothing was skipped
+    assert evidence == _evidence_from(outcomes, growing, health)
+    assert skipped == []
 
 
 def test_library_call_writes_results(tmp_path):
     res = annt.diagnose("zoo:mnist_a@1bit", "mnist-embedded", samples=8, eps=0.1,
                         attacks=["fgsm", "pgd"], params=QUICK, grow=False, out_dir=tmp_path)
-    assert res.samples == 8 and res.verdict in (MASKING, CLEAN)
+    assert res.samples == 8
+    # the verdict follows the rules on the measurements: measured (seed 0), FGSM, PGD and both
+    # surrogates leave all 8 images robust at eps 0.1 and no gradient vanishes, so no rule fires
+    assert res.evidence == _evidence_from(res.outcomes, res.growing, res.gradient) == []
+    assert res.verdict == verdict(res.evidence) == CLEAN
     surrogates = {f"pgd_gradient_{g}" for g in gradient_options("pgd")[1:]}
     assert set(res.table(0.1)) == {"fgsm", "pgd", "worst_case"} | surrogates
     back = load_diagnose(tmp_path)

@@ -10,6 +10,7 @@ import yaml
 
 from annt.errors import AnntError
 from annt.experiments import prepare, run_study
+from annt.experiments.graph import count_kinds
 from annt.models import create_model
 from annt.store.checkpoint import save_checkpoint
 from annt.store.results import read_results
@@ -63,19 +64,41 @@ def test_study_id_ignores_where_and_how_fast():
     assert prepare(_spec(runs=3), out="/tmp/a").study_id != a.study_id
 
 
+def _assert_full_grid(plan):
+    """The plan attacks something, and its cells are the full grid: every model; per dataset, run,
+    source model and attack a craft, a direct evaluation and one transfer per target; per source
+    and attack with a progression, one progression (run 0)."""
+    assert plan.slots and plan.attacks and plan.spec.runs >= 1
+    crafts = transfers = progressions = 0
+    for dataset, attacks in plan.attacks.items():
+        sources = plan.sources(dataset)
+        assert sources and attacks, dataset
+        crafts += plan.spec.runs * len(sources) * len(attacks)
+        transfers += plan.spec.runs * len(attacks) * sum(len(plan.targets(s)) for s in sources)
+        progressions += len(sources) * sum(1 for a in attacks if a.progression)
+    kinds = count_kinds(plan.cells(report=False))
+    assert kinds.get("train", 0) + kinds.get("load", 0) == len(plan.slots)
+    assert kinds["craft"] == kinds["evaluate"] == crafts > 0
+    assert kinds.get("transfer", 0) == transfers and kinds.get("progression", 0) == progressions
+    assert plan.cell_count() == len(plan.slots) + 2 * crafts + transfers + progressions
+
+
 @pytest.mark.parametrize("name", ["quickstart.yaml", "paper-mnist.yaml", "paper-cifar10.yaml"])
 def test_examples_are_valid(name):
     plan = prepare(EXAMPLES / name, device="cpu")
-    assert plan.cell_count() > 0
+    _assert_full_grid(plan)
     labels = [a.label for a in next(iter(plan.attacks.values()))]
     assert {"fgsm", "jsma", "uap", "cw_l2"} <= set(labels)
     assert any(label.startswith("boundary") for label in labels)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.rglob("*.yaml")), ids=lambda p: p.name)
+# examples/audit/ loads checkpoints that its tutorial writes first: test_audit_tutorial plans it then
+@pytest.mark.parametrize("path", sorted(p for p in EXAMPLES.rglob("*.yaml") if p.parent.name != "audit"),
+                         ids=lambda p: p.name)
 def test_every_example_spec_validates(path):
-    """Every shipped spec (the replication ones too) parses and plans on a CPU."""
-    assert prepare(path, device="cpu").cell_count() > 0
+    """Every shipped spec (the replication ones too) parses and plans on a CPU: every model, and
+    for every dataset, run, source and attack the craft, evaluation and transfer cells."""
+    _assert_full_grid(prepare(path, device="cpu"))
 
 
 def test_paper_hyperparameters():
@@ -154,10 +177,10 @@ def test_rerun_after_the_checkpoint_changed_reports_only_the_new_model(tmp_path)
     assert len(read_results(out, "results")) == 4  # the earlier run's cells stay in the database
 
 
-def test_zoo_checkpoint_is_reported_by_its_zoo_name(tmp_path, data_dir):
+def test_zoo_checkpoint_is_reported_by_its_zoo_name(tmp_path, mnist_files):
     """Reports say ``zoo:mnist_a@fp``, not the install path of the package's weights."""
     spec = {
-        "datasets": "mnist", "data_dir": str(data_dir), "device": "cpu", "threads": 1, "samples": 4, "runs": 1,
+        "datasets": "mnist", "data_dir": str(mnist_files), "device": "cpu", "threads": 1, "samples": 4, "runs": 1,
         "models": [{"name": "mnist_a", "bits": ["fp"], "checkpoints": {"fp": "zoo:mnist_a@fp"}}],
         "attacks": [{"name": "fgsm"}], "report": {"enabled": False},
     }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -52,8 +54,17 @@ def test_database_rows(study):
     assert all(r["n_kept"] == r["n_total"] == 12 for r in direct)
     assert all(0 <= r["adversarial_accuracy"] <= 1 for r in rows if r["n_kept"])
     for r in rows:
-        assert r["evasion_rate"] == pytest.approx(1 - r["adversarial_accuracy"], nan_ok=True)
         assert (out / r["records_path"]).is_file() and (out / r["set_path"]).is_file()
+        # the rates are the per-sample records' counts, not just each other's complement
+        with np.load(out / r["records_path"]) as rec:
+            label, adv_pred, fooled = rec["label"], rec["adv_pred"], rec["fooled"]
+        assert len(label) == r["n_kept"] and np.array_equal(fooled, adv_pred != label)
+        assert r["n_success"] == int(fooled.sum()) and r["n_correct"] == int((adv_pred == label).sum())
+        if r["n_kept"]:
+            assert r["evasion_rate"] == pytest.approx(fooled.mean())
+            assert r["adversarial_accuracy"] == pytest.approx((adv_pred == label).mean())
+        else:  # no image that both models classify correctly: no rates at all
+            assert all(r[k] is None or math.isnan(r[k]) for k in ("evasion_rate", "adversarial_accuracy"))
     con = sqlite3.connect(out / DB_NAME)
     assert con.execute("SELECT count(*) FROM results GROUP BY source_bits, target_bits, label, run"
                        " HAVING count(*) > 1").fetchall() == []
@@ -101,7 +112,7 @@ def test_report_cli_for_all_studies(study, tmp_path, capsys):
     assert main(["report", str(out), "--study", "nope"]) == 1
 
 
-def test_show_and_evaluate_adversarial(study, tmp_path, capsys):
+def test_show_and_evaluate_adversarial(study, tmp_path, capsys, monkeypatch):
     _, out = study
     row = next(r for r in read_results(out) if r["mode"] == "direct" and r["label"] == "fgsm")
     set_path = out / row["set_path"]
@@ -111,10 +122,14 @@ def test_show_and_evaluate_adversarial(study, tmp_path, capsys):
     capsys.readouterr()
     models = {m["bits_tag"]: m["checkpoint"] for m in read_results(out, "models")}
     source = out / models[row["source_bits"]]
-    from annt.cli.evaluate_cmd import register  # the lead's command delegates to study_cmd
-    assert register
+    import annt.cli.study_cmd as study_cmd  # ``evaluate --adversarial`` delegates to study_cmd
+
+    delegated = []
+    real = study_cmd.evaluate_adversarial_command
+    monkeypatch.setattr(study_cmd, "evaluate_adversarial_command", lambda args: delegated.append(args) or real(args))
     assert main(["evaluate", "--checkpoint", str(source), "--adversarial", str(set_path), "--direct",
                  "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
+    assert len(delegated) == 1 and delegated[0].direct and delegated[0].adversarial == str(set_path)
     summary = json.loads(capsys.readouterr().out)
     assert summary["mode"] == "direct"
     assert summary["adversarial_accuracy"] == pytest.approx(row["adversarial_accuracy"])

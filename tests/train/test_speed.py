@@ -5,6 +5,7 @@ copied here so that the comparison does not depend on git history.
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -174,7 +175,7 @@ def test_compile_option_traces_the_quantized_model_in_one_graph(tmp_path, monkey
 
 def test_bf16_trains_and_enters_the_recipe_identity_only_when_on(tmp_path):
     result = train_model("mnist_a", "embedded", "1", tmp_path / "bf", **{**ARGS, "train_limit": 128}, bf16=True)
-    assert result.history[0]["loss"] == result.history[0]["loss"]  # finite, not NaN
+    assert result.history and all(math.isfinite(h["loss"]) for h in result.history)  # not NaN, not +-inf
     recipe = json.loads((tmp_path / "bf" / "best" / "model.json").read_text())["recipe"]
     assert recipe["bf16"] is True
     plain = recipe_identity(make_recipe("resnet20"))

@@ -4,6 +4,11 @@ The lock is an advisory ``flock`` on that file, which the kernel releases when t
 exits in any way (``kill -9`` included), so a lock left by a killed run is stale by
 construction: the next run sees the old holder's details, says it takes over, and runs.
 The file records the holder (pid, host, start time) for the one-line error of a second run.
+
+Where Python has no ``fcntl`` module (Windows) there is no advisory lock: the folder is not
+guarded, and acquiring says so in one line (``NO_LOCK_WARNING``) on ``say`` (stderr by default)
+instead of silently doing nothing; the run goes on. Two runs writing one folder there at once
+is the user's to avoid.
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ LOCK_NAME = ".annt.lock"
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not guarded
+except ImportError:  # Windows: no advisory locks, runs are not guarded (see the module docstring)
     fcntl = None  # type: ignore[assignment]
+
+NO_LOCK_WARNING = ("annt: warning: no file locking on this platform (Python has no fcntl module): {folder}"
+                   " is not guarded against a second annt run writing it at the same time")
 
 
 def _holder_text(info: dict[str, Any]) -> str:
@@ -58,7 +66,8 @@ class OutputLock:
             return False
 
     def acquire(self) -> None:
-        if fcntl is None:  # pragma: no cover
+        if fcntl is None:
+            print(NO_LOCK_WARNING.format(folder=self.path.parent), file=self.say, flush=True)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
