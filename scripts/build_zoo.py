@@ -18,9 +18,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from annt.inputs.hashing import file_digest
 from annt.store.atomic import atomic_write_json
 from annt.store.checkpoint import SIDECAR, WEIGHTS, load_checkpoint, read_meta
-from annt.store.hashing import file_digest
 from annt.zoo import seal_zoo
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "annt" / "zoo"

@@ -20,9 +20,9 @@ import yaml
 from annt.cli.main import main
 from annt.errors import AnntError
 from annt.experiments import prepare
+from annt.inputs.hashing import file_digest
 from annt.store.atomic import atomic_write_json, clean_stale_temps
 from annt.store.checkpoint import seal, verify_checkpoint
-from annt.store.hashing import file_digest
 from annt.zoo import list_zoo, verify_zoo_checkpoint
 
 from .conftest import tiny_spec

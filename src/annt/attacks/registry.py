@@ -247,6 +247,22 @@ def get_attack(name: str) -> AttackSpec:
     return _REGISTRY[key]
 
 
+def is_differentiable(model: nn.Module) -> bool:
+    """False for models run by an inference runtime (ONNX Runtime): no input gradients."""
+    return bool(getattr(model, "annt_differentiable", True)) and all(
+        getattr(m, "annt_differentiable", True) for m in model.modules())
+
+
+def check_model_supports(name: str, model: nn.Module, label: str = "the model") -> None:
+    """One line when a gradient-based attack is asked of a model that has no gradients."""
+    spec = get_attack(name)
+    if spec.gradient_based and not is_differentiable(model):
+        free = ", ".join(n for n in list_attacks() if not _REGISTRY[n].gradient_based)
+        raise AnntError(f"attack {spec.name!r} needs input gradients, but {label} is run by an inference"
+                        f" runtime without them: use a score- or decision-based attack ({free}) or load"
+                        " a differentiable model (checkpoint, factory or TorchScript)")
+
+
 def _describe(name: str, model: type[BaseModel], err: ValidationError) -> str:
     """The first validation problem as one line naming attack, parameter and value."""
     first = err.errors()[0]
@@ -327,6 +343,7 @@ def run_attack(
     """
     spec = get_attack(name)
     values = validate_params(spec.name, params)
+    check_model_supports(spec.name, model)
     if batch_size is not None and batch_size < 1:
         raise AnntError(f"batch_size must be a positive integer, got {batch_size}")
     labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)

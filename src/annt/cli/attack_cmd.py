@@ -11,8 +11,11 @@ import torch
 from annt.cli.common import (
     add_data_dir,
     add_device,
+    add_model_source,
     add_trust,
-    load_model_arg,
+    fit_to_data,
+    load_model_source,
+    model_label,
     positive_int,
     resolve_device,
 )
@@ -24,8 +27,8 @@ from annt.inputs.numbers import seed_arg
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("attack", help="craft adversarial examples on a model and save them (.npz)")
-    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, help="checkpoint folder or zoo:NAME")
-    p.add_argument("--attack", required=True, help="fgsm, jsma, uap, cw_l2, boundary (see `annt attacks`)")
+    add_model_source(p, flag_help="the model to attack")
+    p.add_argument("--attack", required=True, help="attack name (`annt attacks` lists them)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="attack parameter (repeatable)")
     p.add_argument("--samples", type=positive_int, default=1000, help="correctly classified test images to attack")
     p.add_argument("--seed", type=seed_arg, default=0, help="seeds sample choice and the attack")
@@ -43,20 +46,22 @@ def run(args: argparse.Namespace) -> int:
     from annt.attacks import parse_param, run_attack, validate_params
     from annt.data import load_dataset
     from annt.data.sampling import sample_correct
-    from annt.inputs.fit import check_fits
     from annt.store.adversarial_set import AdversarialSet, save_adversarial_set
 
     out = output_file(args.out, "--out", ".npz")
     params = validate_params(args.attack, dict(parse_param(p) for p in args.param))
     device = resolve_device(args.device)
     exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
-    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
+    from annt.attacks.registry import check_model_supports
+
+    model = load_model_source(args, device)
+    check_model_supports(args.attack, model, model_label(args))
     meta = getattr(model, "annt_meta", {})
     dataset = args.dataset or meta.get("dataset")
     if not dataset:
-        raise AnntError("the checkpoint names no dataset; pass --dataset")
+        raise AnntError(f"{model_label(args)} names no dataset; pass --dataset")
     test = load_dataset(dataset, "test", args.data_dir)
-    check_fits(meta, test.x, test.y, f"dataset {dataset}", f"checkpoint {args.checkpoint}")
+    fit_to_data(model, test.x, test.y, len(test.classes), f"dataset {dataset}", model_label(args))
     chosen = sample_correct(model, test, args.samples, args.seed)
     tic = time.perf_counter()
     result = run_attack(
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     save_adversarial_set(out, AdversarialSet(
         adv, chosen.y, chosen.index, result.success.cpu(), costs, dict(result.extras),
         meta={
-            "checkpoint": args.checkpoint, "model": meta.get("model"), "bits": meta.get("bits"),
+            "checkpoint": model_label(args), "model": meta.get("model"), "bits": meta.get("bits"),
             "weights_sha256": meta.get("weights_sha256"), "dataset": dataset, "split": "test",
             "attack": args.attack, "params": params, "seed": args.seed, "backend": args.backend,
             "seconds": round(seconds, 3),

@@ -5,27 +5,39 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from annt.cli.common import add_data_dir, add_device, load_model_arg, positive_int, resolve_device
+from annt.cli.common import (
+    add_data_dir,
+    add_device,
+    add_model_source,
+    add_trust,
+    load_model_arg,
+    load_model_source,
+    model_label,
+    positive_int,
+    resolve_device,
+)
 from annt.device import exact_float32
 from annt.errors import AnntError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diagnose", help="is the model robust or are its gradients masked? (checklist + verdict)")
-    p.add_argument("--checkpoint", "--model", dest="checkpoint", required=True, help="checkpoint folder or zoo:NAME")
+    add_model_source(p, flag_help="the model to diagnose")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
     p.add_argument("--samples", type=positive_int, default=200, help="correctly classified test images")
     p.add_argument("--eps", type=float, action="append", required=True, help="budget (repeatable)")
     p.add_argument("--norm", default="inf", choices=("inf", "2"))
     p.add_argument("--attacks", default=None, help="comma-separated attacks (default: fgsm,pgd,apgd_ce,apgd_dlr + gradient-free ones registered)")
     p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. pgd.steps=100 (repeatable)")
-    p.add_argument("--surrogate", default=None, help="model to craft transfer attacks on, e.g. zoo:mnist_a@fp")
+    p.add_argument("--surrogate", default=None,
+                   help="model to craft transfer attacks on: checkpoint folder, zoo:NAME or TorchScript file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-grow", action="store_true", help="skip the growing-eps check")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
     add_data_dir(p)
     add_device(p)
+    add_trust(p)
     p.set_defaults(func=run)
 
 
@@ -68,15 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
-    model = load_model_arg(args.checkpoint, device)
-    surrogate = load_model_arg(args.surrogate, device) if args.surrogate else None
+    model = load_model_source(args, device)
+    surrogate = load_model_arg(args.surrogate, device, args.trust_unverified) if args.surrogate else None
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()] if args.attacks else None
     result = diagnose(
         model, args.dataset, samples=args.samples, eps=args.eps, norm=args.norm, attacks=attacks,
         params=parse_attack_params(args.param), surrogate=surrogate, seed=args.seed,
         data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow,
     )
-    result.checkpoint = args.checkpoint
+    result.checkpoint = model_label(args)
     if args.surrogate:
         result.meta["surrogate"] = args.surrogate
     if args.out:

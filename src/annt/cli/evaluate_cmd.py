@@ -11,8 +11,11 @@ import numpy as np
 from annt.cli.common import (
     add_data_dir,
     add_device,
+    add_model_source,
     add_trust,
-    load_model_arg,
+    fit_to_data,
+    load_model_source,
+    model_label,
     positive_int,
     resolve_device,
 )
@@ -25,7 +28,7 @@ from annt.store.atomic import atomic_save_npz, atomic_write_json
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="accuracy of a checkpoint; --adversarial applies a saved set")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder or zoo:NAME")
+    add_model_source(p)
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
     p.add_argument("--split", choices=SPLITS, default="test")
     p.add_argument("--out", default=None, help="folder for correct/incorrect index files and summary")
@@ -43,23 +46,23 @@ def run(args: argparse.Namespace) -> int:
         from annt.cli.study_cmd import evaluate_adversarial_command
 
         return evaluate_adversarial_command(args)
-    from annt.inputs.fit import check_fits
     from annt.models.inference import predict_labels
 
     if args.out:
         output_dir(args.out, "--out")
     device = resolve_device(args.device)
     exact_float32(device)  # attacks end on the decision boundary: no TF32 (see annt.device)
-    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
+    model = load_model_source(args, device)
+    label = model_label(args)
     dataset = args.dataset or model.annt_meta.get("dataset")
     if not dataset:
-        raise AnntError("the checkpoint names no dataset; pass --dataset")
+        raise AnntError(f"{label} names no dataset; pass --dataset")
     images = load_dataset(dataset, args.split, args.data_dir)
-    check_fits(model.annt_meta, images.x, images.y, f"dataset {dataset}", f"checkpoint {args.checkpoint}")
+    fit_to_data(model, images.x, images.y, len(images.classes), f"dataset {dataset}", label)
     pred = predict_labels(model, images.x)
     correct = pred == images.y
     summary = {
-        "checkpoint": args.checkpoint, "dataset": dataset, "split": args.split,
+        "checkpoint": label, "dataset": dataset, "split": args.split,
         "samples": len(images), "accuracy": round(correct.float().mean().item(), 6),
     }
     if args.out:

@@ -1,4 +1,4 @@
-"""``annt datasets`` / ``annt models`` / ``annt zoo``: what is available."""
+"""``annt datasets`` / ``annt models`` / ``annt zoo`` / ``annt attacks``: what is available."""
 
 from __future__ import annotations
 
@@ -9,6 +9,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("datasets", help="list datasets").set_defaults(func=_datasets)
     sub.add_parser("models", help="list model architectures").set_defaults(func=_models)
     sub.add_parser("zoo", help="list bundled trained models").set_defaults(func=_zoo)
+    sub.add_parser("attacks", help="list attacks, their kind and parameters").set_defaults(func=_attacks)
+
+
+def _attacks(args: argparse.Namespace) -> int:
+    from annt.attacks.registry import get_attack, list_attacks
+
+    for name in list_attacks():
+        spec = get_attack(name)
+        kind = "gradient" if spec.gradient_based else "gradient-free"
+        params = ", ".join(f"{k}={f.default!r}" for k, f in spec.params_model.model_fields.items())
+        print(f"{name:14s} {kind:13s} {spec.description}")
+        print(f"{'':14s} parameters: {params}")
+    return 0
 
 
 def _datasets(args: argparse.Namespace) -> int:
@@ -27,6 +40,7 @@ def _models(args: argparse.Namespace) -> int:
 
     for info in list_models():
         print(f"{info.name:10s} {info.description} (default dataset: {info.default_dataset})")
+    print("your own network: --model-factory package.module:function or path/to/file.py:function")
     return 0
 
 

@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "annt.cli.info_cmd",
     "annt.cli.study_cmd",
     "annt.cli.diagnose_cmd",
+    "annt.cli.import_cmd",
 )
 
 

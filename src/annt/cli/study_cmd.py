@@ -126,8 +126,7 @@ def evaluate_adversarial_command(args: argparse.Namespace) -> int:
     Without ``--direct`` the transfer protocol applies: only samples whose clean image the
     model classifies correctly count (at most ``--max-samples``, default 1000).
     """
-    from annt.cli.common import load_model_arg
-    from annt.inputs.fit import check_fits
+    from annt.cli.common import fit_to_data, load_model_source, model_label
     from annt.metrics import evaluate_set
     from annt.store.adversarial_set import load_adversarial_set
     from annt.store.atomic import atomic_save_npz, atomic_write_json
@@ -136,17 +135,20 @@ def evaluate_adversarial_command(args: argparse.Namespace) -> int:
         output_dir(args.out, "--out")
     adv = load_adversarial_set(args.adversarial, trust_unverified=args.trust_unverified)
     device = resolve_device(args.device)
-    model = load_model_arg(args.checkpoint, device, args.trust_unverified)
-    check_fits(model.annt_meta, adv.images, adv.labels, f"adversarial set {args.adversarial}",
-               f"checkpoint {args.checkpoint}")
+    model = load_model_source(args, device)
+    label = model_label(args)
     dataset = args.dataset or adv.meta.get("dataset") or getattr(model, "annt_meta", {}).get("dataset")
     if not dataset:
         raise AnntError("neither the set nor the checkpoint names a dataset; pass --dataset")
+    from annt.data import dataset_info
+
+    fit_to_data(model, adv.images, adv.labels, dataset_info(dataset).num_classes,
+                f"adversarial set {args.adversarial}", label)
     clean = _clean_for(adv, dataset, args.data_dir)
     direct = bool(getattr(args, "direct", False))
     max_samples = getattr(args, "max_samples", None) or (None if direct else 1000)
     ev = evaluate_set(model, adv, clean, mode="direct" if direct else "transfer", max_samples=max_samples)
-    summary = {"checkpoint": args.checkpoint, "adversarial": args.adversarial, "dataset": dataset,
+    summary = {"checkpoint": label, "adversarial": args.adversarial, "dataset": dataset,
                "mode": ev.mode, **{k: _json_number(v) for k, v in ev.summary.items()}}
     if getattr(args, "out", None):
         out = Path(args.out)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from annt.cli.common import add_data_dir, add_device, add_trust, positive_int, resolve_device
+from annt.cli.common import (
+    add_data_dir,
+    add_device,
+    add_trust,
+    float_list,
+    model_args,
+    positive_int,
+    resolve_device,
+)
 from annt.data import dataset_info
 from annt.inputs.numbers import finite_float_arg, milestone_list, seed_arg
 from annt.models import model_info
@@ -14,7 +22,21 @@ from annt.quant import parse_bits
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (FP or DoReFa-quantized); resumes if interrupted")
-    p.add_argument("--model", required=True, help="registered model name (see `annt models`)")
+    p.add_argument("--model", default=None, help="registered model name (see `annt models`)")
+    p.add_argument(
+        "--model-factory", default=None, metavar="MODULE:FN",
+        help="your own network instead: package.module:function or path/to/file.py:function",
+    )
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for --model-factory (repeatable)")
+    p.add_argument("--mean", type=float_list, default=None, metavar="M[,M...]",
+                   help="per-channel input mean the factory's network expects (normalisation goes inside)")
+    p.add_argument("--std", type=float_list, default=None, metavar="S[,S...]", help="per-channel std, with --mean")
+    p.add_argument(
+        "--keep-fp", default=None, metavar="LAYERS",
+        help="--model-factory below FP: layers kept full precision, comma-separated: first, last and/or"
+        " module names (default first,last)",
+    )
     p.add_argument("--dataset", default=None, help="dataset name (default: the model's own)")
     p.add_argument("--bits", default="fp", help="'fp', n (W=A=n, G=32) or 'W,A,G' (default fp)")
     p.add_argument("--epochs", type=positive_int, default=None)
@@ -68,11 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument(
         "--init-from", default=None, metavar="CHECKPOINT",
-        help="start from a trained checkpoint (folder or zoo:NAME) of the same model, any bitwidth",
+        help="start from a trained checkpoint (folder or zoo:NAME) of the same model, any bitwidth;"
+        " with --model-factory also a weights file (.safetensors or state_dict)",
     )
     p.add_argument(
         "--teacher", default=None, metavar="CHECKPOINT",
-        help="distil from a trained model (folder or zoo:NAME), e.g. the FP twin of a quantized net",
+        help="distil from a trained model (folder or zoo:NAME), e.g. the FP twin of a quantized net;"
+        " with --model-factory also a weights file of the factory's FP network",
     )
     p.add_argument("--distill-weight", type=finite_float_arg, default=None, help="share of the teacher's loss (default 0.5)")
     p.add_argument("--distill-temperature", type=finite_float_arg, default=None, help="softening temperature (default 4)")
@@ -93,13 +117,37 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    info = model_info(args.model)
-    dataset = args.dataset or info.default_dataset
+    from annt.errors import AnntError
+    from annt.store.naming import slug
+
+    if bool(args.model) == bool(args.model_factory):
+        raise AnntError("name the model once: --model NAME (registered) or --model-factory MODULE:FN (your own)")
+    if args.model and (args.model_arg or args.mean or args.std or args.keep_fp):
+        raise AnntError("--model-arg, --mean, --std and --keep-fp go with --model-factory, not --model")
+    if (args.mean is None) != (args.std is None):
+        raise AnntError("pass --mean and --std together")
+    if args.model_factory:
+        from annt.models.sources import is_factory_ref
+
+        if not is_factory_ref(args.model_factory):
+            raise AnntError(f"--model-factory {args.model_factory!r}: write package.module:function or"
+                            " path/to/file.py:function")
+        if not args.dataset:
+            raise AnntError("--model-factory needs --dataset (a user network has no default dataset)")
+        name, dataset = args.model_factory, args.dataset
+        short = args.model_factory.rpartition(":")[2]
+    else:
+        info = model_info(args.model)
+        name, dataset, short = info.name, args.dataset or info.default_dataset, info.name
     ds = dataset_info(dataset)
     spec = parse_bits(args.bits)
-    out = args.out or f"runs/train/{info.name}-{ds.name.replace(':', '_').replace('/', '_')}-{spec.tag}-s{args.seed}"
+    keep_fp = [k.strip() for k in args.keep_fp.split(",") if k.strip()] if args.keep_fp is not None else None
+    out = args.out or f"runs/train/{slug(short)}-{ds.name.replace(':', '_').replace('/', '_')}-{spec.tag}-s{args.seed}"
     result = train_model(
-        info.name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
+        name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
+        model_args=model_args(args.model_arg) if args.model_factory else None,
+        preprocess={"mean": args.mean, "std": args.std} if args.mean is not None else None,
+        keep_fp=keep_fp,
         data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
         train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones,
         lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs, nesterov=args.nesterov,
@@ -110,6 +158,15 @@ def run(args: argparse.Namespace) -> int:
         validation_size=args.validation_size, validation_seed=args.validation_seed, init_from=args.init_from,
         teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
     )
+    if args.model_factory:
+        import sys
+
+        from annt.quant.convert import describe
+        from annt.store.checkpoint import read_meta
+
+        report = read_meta(result.best).get("quantization")
+        if report:
+            print(describe(report), file=sys.stderr)
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,
         "validation_accuracy": round(result.validation_accuracy, 4),

@@ -20,7 +20,7 @@ import torch
 from annt.data.download import download
 from annt.data.readers import read_cifar_batch, read_idx_gz, read_image_folder, read_npz_arrays
 from annt.errors import AnntError
-from annt.store.hashing import verify_file
+from annt.inputs.hashing import verify_file
 
 SPLITS = ("train", "validation", "test")
 DATA_DIR_ENV = "ANNT_DATA_DIR"

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from annt.errors import AnntError
-from annt.store.hashing import file_digest
+from annt.inputs.hashing import file_digest
 
 
 def download(urls: list[str], dest: Path, md5: str) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from annt.store.results import ResultsDB
-from annt.version import __version__
+from annt.version import RESULTS_VERSION
 
 HASH_CHARS = 20
 
@@ -59,10 +59,11 @@ class CellBook:
     def identify(key: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
         """The full key and hash of a cell.
 
-        The ANNT version is part of every key: a new release recomputes rather than mixing
-        results of different attack or training code in one table.
+        The results version is part of every key: a release that changes what cells compute
+        recomputes rather than mixing results of different attack or training code in one table
+        (``annt.version.RESULTS_VERSION``; releases that only add features keep it).
         """
-        full = {**key, "annt_version": __version__}
+        full = {**key, "annt_version": RESULTS_VERSION}
         return full, cell_hash(full)
 
     def finished(self, h: str, intact: Callable[[str, dict[str, Any]], bool] | None = None) -> dict[str, Any] | None:

@@ -49,8 +49,8 @@ def intact_model(out: Path, outputs: dict[str, Any]) -> bool:
     Removing it (only ever inside ``OUTDIR/models``) makes the retraining start afresh
     instead of resuming from a damaged ``last/``.
     """
+    from annt.inputs.hashing import file_digest
     from annt.store.checkpoint import WEIGHTS, verify_checkpoint
-    from annt.store.hashing import file_digest
 
     best = out / outputs["checkpoint"]
     try:  # the database's weights hash is the proof; a seal, when present, is checked too

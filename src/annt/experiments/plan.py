@@ -174,6 +174,11 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
         if ckpts and len(model_sets) != 1:
             raise SpecError(source, f"{where}.checkpoints", "checkpoints belong to one dataset;"
                             f" set {where}.datasets to exactly one")
+        missing = [b for b in bits if b not in ckpts]
+        if missing and _is_factory(name):
+            raise SpecError(source, f"{where}.checkpoints", f"a user factory model is loaded, not trained, in a"
+                            f" study: give a checkpoint for {missing[0].tag} (annt import / annt train"
+                            " --model-factory write them)")
         for dataset in model_sets:
             for j, b in enumerate(bits):
                 slot_key = f"{dataset}/{name}/{b.tag}"
@@ -191,6 +196,12 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
                     zoo_name = ckpts[b] if ckpts[b].startswith("zoo:") else None
                 slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name, m.trust_unverified))
     return slots
+
+
+def _is_factory(name: str) -> bool:
+    from annt.models.sources import is_factory_ref
+
+    return is_factory_ref(name)
 
 
 def _dataset_name(name: str, source: str, where: str) -> str:

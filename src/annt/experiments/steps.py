@@ -31,12 +31,12 @@ from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
 from annt.experiments.schema import Facts, table_of
 from annt.experiments.trust import load_slot_model
 from annt.inputs.fit import check_fits
+from annt.inputs.hashing import file_digest
 from annt.metrics import evaluate_set, match_clean
 from annt.models.inference import accuracy
 from annt.store.adversarial_set import AdversarialSet, load_recorded_set, save_adversarial_set
 from annt.store.atomic import atomic_save_npz
 from annt.store.checkpoint import WEIGHTS, read_meta
-from annt.store.hashing import file_digest
 from annt.store.naming import slug
 
 

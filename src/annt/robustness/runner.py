@@ -179,9 +179,15 @@ def diagnose(
 
     model = checkpoint if isinstance(checkpoint, nn.Module) else load_model(checkpoint, device=device)
     meta = dict(getattr(model, "annt_meta", {}) or {})
+    from annt.attacks.registry import is_differentiable
+
+    if not is_differentiable(model):
+        raise AnntError("diagnose: the model is run by an inference runtime without input gradients, and"
+                        " the checklist compares gradient attacks with gradient-free ones; diagnose its"
+                        " differentiable original, and attack this one with square, boundary or hop_skip_jump")
     dataset = dataset or meta.get("dataset")
     if not dataset:
-        raise AnntError("diagnose: the checkpoint names no dataset; pass dataset")
+        raise AnntError("diagnose: the model names no dataset; pass dataset (--dataset)")
     try:
         eps_list = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
     except (TypeError, ValueError):
@@ -190,7 +196,14 @@ def diagnose(
     if surrogate is not None:
         src = surrogate if isinstance(surrogate, nn.Module) else load_model(surrogate, device=device)
     dev = next(model.parameters()).device
-    chosen = sample_correct(model, load_dataset(dataset, "test", data_dir), samples, seed)
+    test = load_dataset(dataset, "test", data_dir)
+    from annt.inputs.fit import check_fits
+    from annt.models.sources import check_logits
+
+    label = str(checkpoint) if not isinstance(checkpoint, nn.Module) else "the model"
+    check_fits(meta, test.x, test.y, f"dataset {dataset}", label)
+    check_logits(model, test.x[:2].to(dev), len(test.classes), label)
+    chosen = sample_correct(model, test, samples, seed)
     x, y = chosen.x.to(dev), chosen.y.to(dev)
     outcomes, worst, growing, health, evidence, skipped = run_checklist(
         model, x, y, eps_list, norm=norm, attacks=attacks, params=params, surrogate=src,

@@ -18,8 +18,8 @@ import torch
 from annt.errors import AnntError
 from annt.inputs.arrays import bool_mask, float_images, int_labels
 from annt.inputs.files import MAX_NPZ_BYTES, read_json_object, read_npz, regular_file
+from annt.inputs.hashing import file_digest
 from annt.store.atomic import atomic_save_npz, atomic_write_json
-from annt.store.hashing import file_digest
 from annt.version import __version__
 
 _REQUIRED = ("images", "labels", "image_index")

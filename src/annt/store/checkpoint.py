@@ -21,8 +21,8 @@ from torch import nn
 
 from annt.errors import AnntError
 from annt.inputs.files import GiB, read_json_object, regular_file
+from annt.inputs.hashing import file_digest
 from annt.store.atomic import atomic_write_bytes, atomic_write_json
-from annt.store.hashing import file_digest
 from annt.version import __version__
 
 WEIGHTS = "model.safetensors"
@@ -57,6 +57,11 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(folder / WEIGHTS, save(state))
     sidecar = {k: v for k, v in meta.items() if k != SEAL}
+    if "factory_sha256" not in sidecar and isinstance(sidecar.get("model"), str):
+        from annt.models.sources import factory_fingerprint, is_factory_ref
+
+        if is_factory_ref(sidecar["model"]):  # a file-path factory: record the file it was built from
+            sidecar.update(factory_fingerprint(sidecar["model"]))
     sidecar["annt_version"] = __version__
     sidecar["weights_sha256"] = file_digest(folder / WEIGHTS)
     sidecar[SEAL] = seal_of(sidecar)
@@ -124,10 +129,38 @@ def _validate(meta: dict[str, Any], side: Path) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value <= 1):
             raise bad(key, "must be a number in [0,1]")
-    for key in ("weights_sha256", SEAL):
+    _validate_factory_fields(meta, side, bad)
+    for key in ("weights_sha256", SEAL, "factory_sha256"):
         value = meta.get(key)
         if value is not None and (not isinstance(value, str) or len(value) != 64 or set(value) - _HEX):
             raise bad(key, "must be 64 lowercase hex digits")
+
+
+def _validate_factory_fields(meta: dict[str, Any], side: Path, bad) -> None:
+    """``model_args``, ``preprocess`` and ``keep_fp`` of a user model (all optional)."""
+    import math
+
+    if "model_args" in meta and not isinstance(meta["model_args"], dict):
+        raise bad("model_args", "must be an object of keyword arguments")
+    if "keep_fp" in meta and (not isinstance(meta["keep_fp"], list)
+                              or not all(isinstance(k, str) for k in meta["keep_fp"])):
+        raise bad("keep_fp", "must be a list of layer names")
+    if "preprocess" not in meta:
+        return
+    pre = meta["preprocess"]
+    if not isinstance(pre, dict) or set(pre) != {"mean", "std"}:
+        raise bad("preprocess", "must be an object with mean and std lists")
+    for key in ("mean", "std"):
+        values = pre[key]
+        if (not isinstance(values, list) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            raise bad(f"preprocess.{key}", f"must be a list of finite numbers, got {values!r}")
+    if any(v <= 0 for v in pre["std"]):
+        raise bad("preprocess.std", f"must be > 0, got {pre['std']!r}")
+    channels = meta["geometry"]["channels"]
+    if len(pre["mean"]) != len(pre["std"]) or len(pre["mean"]) not in (1, channels):
+        raise bad("preprocess", f"mean and std must have one value per channel ({channels}) or a single"
+                                f" value, got {len(pre['mean'])} and {len(pre['std'])}")
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -193,6 +226,20 @@ def load_state(path: str | Path, expected_sha256: str | None = None) -> dict[str
         raise AnntError(f"corrupt checkpoint {folder}: {exc}") from None
 
 
+def _check_factory(meta: dict[str, Any], trust_unverified: bool) -> None:
+    """A file-path factory must be the file the checkpoint was written with (its sha256)."""
+    from annt.models.sources import factory_fingerprint
+
+    recorded = meta.get("factory_sha256")
+    if recorded is None or trust_unverified:
+        return
+    current = factory_fingerprint(meta["model"]).get("factory_sha256")
+    if current is not None and current != recorded:
+        file = meta["model"].rpartition(":")[0]
+        raise AnntError(f"factory file {file} changed since the checkpoint was written (sha256 {current[:12]}..."
+                        f" is not the recorded {recorded[:12]}...); pass --trust-unverified to load anyway")
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", *,
     trust_unverified: bool = False, expected_seal: str | None = None,
@@ -202,10 +249,12 @@ def load_checkpoint(
 
     meta = verify_checkpoint(path, trust_unverified=trust_unverified, expected_seal=expected_seal)
     geometry = meta["geometry"]
+    _check_factory(meta, trust_unverified)
     try:
         model = create_model(
             meta["model"], meta["bits"], in_channels=geometry["channels"],
             num_classes=geometry["num_classes"], image_size=geometry["image_size"],
+            model_args=meta.get("model_args"), keep_fp=meta.get("keep_fp"), preprocess=meta.get("preprocess"),
         )
     except (RuntimeError, ValueError) as exc:
         raise AnntError(f"checkpoint {path}: cannot build {meta['model']} with geometry {geometry}: {exc}") from None

@@ -330,24 +330,90 @@ def _provenance(source: str | Path, trained: nn.Module) -> dict[str, Any]:
             "weights_sha256": meta.get("weights_sha256")}
 
 
+def _weights_file_of_factory(model_name: str, source: str | Path) -> bool:
+    """``source`` is a plain weights file for a user factory (not a checkpoint, zoo or model file)."""
+    from annt.models.sources import is_factory_ref
+
+    path = Path(str(source)).expanduser()
+    return is_factory_ref(model_name) and path.is_file() and path.suffix.lower() not in (".onnx",)
+
+
+def _user_weights(model: nn.Module, model_name: str, source: str | Path, what: str) -> dict[str, Any]:
+    """Load a user's weights file (safetensors or state_dict) into a factory model; provenance."""
+    from annt.inputs.hashing import file_digest
+    from annt.models.sources import Normalized, load_state_into, load_weights_file
+
+    state = load_weights_file(source)
+    target = model.net if isinstance(model, Normalized) and not any(k.startswith("net.") for k in state) else model
+    load_state_into(target, state, f"{what} {source}")
+    return {"weights": str(source), "model": model_name, "weights_sha256": file_digest(Path(source))}
+
+
+def _factory_twin(model_name: str, build: dict[str, Any], source: str | Path, spec_fp: Any,
+                  geometry: dict[str, int]) -> nn.Module:
+    """The full-precision build of a user factory with ``source``'s weights (a teacher)."""
+    twin = create_model(model_name, spec_fp, in_channels=geometry["channels"], num_classes=geometry["num_classes"],
+                        image_size=geometry["image_size"], **build)
+    provenance = _user_weights(twin, model_name, source, "--teacher")
+    twin.annt_meta = {"model": model_name, "bits": str(spec_fp), **provenance}  # type: ignore[attr-defined]
+    return twin.eval()
+
+
 def _warm_start(model: nn.Module, model_name: str, source: str | Path, trust: bool = False) -> dict[str, Any]:
     """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar.
 
     Bitwidths may differ, and so may the layer set (quantized ResNets carry an extra BN per
     block): tensors present in both are copied, the rest keep their fresh initialisation and
-    are listed in the provenance. Shapes must match.
+    are listed in the provenance. Shapes must match. For a user factory ``source`` may also be
+    a plain weights file (safetensors or state_dict), which must fit exactly.
     """
+    if _weights_file_of_factory(model_name, source):
+        return _user_weights(model, model_name, source, "--init-from")
     trained = load_model(source, trust_unverified=trust)
     meta = trained.annt_meta  # type: ignore[attr-defined]
     if meta["model"] != model_name:
-        raise AnntError(f"--init-from {source} is a {meta['model']} checkpoint, not {model_name}")
+        what = "checkpoint" if Path(str(source)).is_dir() or str(source).startswith("zoo:") else "model"
+        raise AnntError(f"--init-from {source} is a {what} of {meta['model']}, not of {model_name}")
+    state = trained.state_dict()
+    inside = {"mean", "std"} <= set(state), {"mean", "std"} <= set(model.state_dict())
+    if inside[0] and not inside[1]:
+        raise AnntError(f"--init-from {source} has input normalisation inside (mean/std) but this model has"
+                        " none: pass the same --mean/--std")
+    if inside[1] and not inside[0]:
+        raise AnntError(f"--init-from {source} has no input normalisation inside but this model has"
+                        " (--mean/--std): pass the same options as the source was written with")
     try:
-        result = model.load_state_dict(trained.state_dict(), strict=False)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line] or ["shape mismatch"]
         raise AnntError(f"--init-from {source} does not fit {model_name} here: {lines[0]}") from None
+    if not set(state) - set(result.unexpected_keys):
+        raise AnntError(f"--init-from {source} shares no tensor with {model_name} here; nothing would be copied")
     return {**_provenance(source, trained), "kept_fresh": sorted(result.missing_keys),
             "not_used": sorted(result.unexpected_keys)}
+
+
+def _user_build(model_name: str, model_args: dict[str, Any] | None, preprocess: dict[str, Any] | None,
+                keep_fp: Any) -> dict[str, Any]:
+    """``create_model``'s extra arguments for a user factory ({} for a registered model)."""
+    from annt.models.sources import is_factory_ref
+
+    if not is_factory_ref(model_name):
+        given = [k for k, v in (("model_args", model_args), ("mean/std", preprocess), ("keep_fp", keep_fp)) if v]
+        if given:
+            raise AnntError(f"{', '.join(given)} apply to a user factory (--model-factory), not to {model_name}")
+        return {}
+    return {"model_args": dict(model_args or {}), "preprocess": preprocess,
+            "keep_fp": list(keep_fp) if keep_fp is not None else ["first", "last"]}
+
+
+def _quantization_report(model: nn.Module) -> dict[str, Any] | None:
+    """What :func:`annt.quantize` changed in ``model`` (or in the network inside its normaliser)."""
+    for m in model.modules():
+        report = getattr(m, "annt_quantization", None)
+        if report is not None:
+            return dict(report)
+    return None
 
 
 def train_model(
@@ -366,6 +432,9 @@ def train_model(
     teacher: str | Path | None = None,
     evaluate_test: bool = True,
     trust_unverified: bool = False,
+    model_args: dict[str, Any] | None = None,
+    preprocess: dict[str, list[float]] | None = None,
+    keep_fp: list[str] | tuple[str, ...] | None = None,
     **recipe_overrides: Any,
 ) -> TrainResult:
     """Train a registered model on a named dataset; the CLI's ``annt train``.
@@ -377,6 +446,11 @@ def train_model(
     ``evaluate_test=False`` skips the final test-set evaluation (``test_accuracy`` is then NaN):
     for machines that hold only the training files, the test score is taken elsewhere later.
     ``trust_unverified`` lets both be checkpoints without a seal (older ANNT, other tools).
+
+    ``model_name`` may also be a user factory (``package.module:function`` or
+    ``path/file.py:function``) called with ``model_args``; below full precision it is converted
+    by :func:`annt.quantize` (``keep_fp`` layers stay FP), ``preprocess`` (``mean``/``std``) puts
+    normalisation inside, and ``init_from`` / ``teacher`` may then be plain weights files.
     """
     spec = parse_bits(bits)
     if teacher is not None and recipe_overrides.get("distill_weight") is None:
@@ -393,12 +467,21 @@ def train_model(
     channels, size = train_set.x.shape[1], train_set.x.shape[2]
     num_classes = len(train_set.classes)
     torch.manual_seed(seed)  # seeded initialisation: same seed, same weights
-    model = create_model(model_name, spec, in_channels=channels, num_classes=num_classes, image_size=size)
+    build = _user_build(model_name, model_args, preprocess, keep_fp)
+    model = create_model(model_name, spec, in_channels=channels, num_classes=num_classes, image_size=size, **build)
+    geometry = {"channels": channels, "image_size": size, "num_classes": num_classes}
     meta = {
         "model": model_name, "bits": str(spec), "bits_tag": spec.tag, "dataset": info.name,
-        "geometry": {"channels": channels, "image_size": size, "num_classes": num_classes},
-        "recipe": recipe.model_dump(),
+        "geometry": geometry, "recipe": recipe.model_dump(),
     }
+    if build:
+        from annt.models.sources import check_logits, factory_fingerprint
+
+        check_logits(model.eval(), to_float_images(train_set.x[:2].clone()), num_classes, model_name)
+        meta.update({k: v for k, v in build.items() if v is not None}, **factory_fingerprint(model_name))
+        report = _quantization_report(model)
+        if report is not None:
+            meta["quantization"] = report
     out = Path(out_dir)
     if init_from is not None:
         if has_train_state(out / "last"):
@@ -407,7 +490,10 @@ def train_model(
         else:
             meta["init_from"] = _warm_start(model, model_name, init_from, trust_unverified)
     teacher_model = None
-    if teacher is not None:
+    if teacher is not None and _weights_file_of_factory(model_name, teacher):
+        teacher_model = _factory_twin(model_name, build, teacher, parse_bits("fp"), geometry)
+        meta["teacher"] = {k: v for k, v in teacher_model.annt_meta.items() if k != "bits"}  # type: ignore[union-attr]
+    elif teacher is not None:
         teacher_model = load_model(teacher, trust_unverified=trust_unverified)
         meta["teacher"] = _provenance(teacher, teacher_model)
     history, best_val = fit(

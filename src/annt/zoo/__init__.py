@@ -7,6 +7,7 @@ the folder against both, so neither the weights nor the sidecar can change unnot
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,23 @@ import torch
 from torch import nn
 
 from annt.errors import AnntError
+from annt.inputs.hashing import file_digest
+from annt.models.sources import (
+    ACCEPTED_FORMS,
+    FULL_BITS,
+    build_factory,
+    check_logits,
+    check_model_args,
+    factory_fingerprint,
+    is_factory_ref,
+    load_onnx,
+    load_state_into,
+    load_torchscript,
+    load_weights_file,
+    wrap,
+)
+from annt.quant.bits import BitSpec
+from annt.store.checkpoint import SIDECAR, WEIGHTS, load_checkpoint
 
 MANIFEST = "manifest.json"
 
@@ -62,12 +80,89 @@ def load_zoo_model(name: str, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def load_model(spec: str | Path, device: str | torch.device = "cpu", *, trust_unverified: bool = False) -> nn.Module:
-    """A checkpoint folder or ``zoo:NAME`` -> ``nn.Module`` in eval mode (hash-verified)."""
-    from annt.store.checkpoint import load_checkpoint
+    """Any model spec -> ``nn.Module`` in eval mode: a checkpoint folder or ``zoo:NAME`` (hash-
+    verified), a model factory (``package.module:function``, ``file.py:function``), an ``.onnx``
+    or a TorchScript file (see :func:`load_model_ref`)."""
+    return load_model_ref(spec, device=device, trust_unverified=trust_unverified)
 
-    if str(spec).startswith("zoo:"):
-        return load_zoo_model(str(spec)[4:], device=device)
-    return load_checkpoint(spec, device=device, trust_unverified=trust_unverified)
+
+def _check_classes(model: nn.Module, num_classes: int | None, spec: str) -> None:
+    if num_classes is None:
+        return
+    meta = getattr(model, "annt_meta", None) or {}
+    have = (meta.get("geometry") or {}).get("num_classes") if isinstance(meta, dict) else None
+    if have is None:
+        inner = getattr(model, "net", model)
+        have = getattr(inner, "num_outputs", None)
+    if have is not None and have != num_classes:
+        raise AnntError(f"model {spec} outputs {have} logits but the dataset has {num_classes} classes")
+
+
+def load_model_ref(
+    spec: str | Path,
+    *,
+    args: dict[str, Any] | None = None,
+    weights: str | Path | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    trust_unverified: bool = False,
+    sample: torch.Tensor | None = None,
+) -> nn.Module:
+    """Any accepted model spec -> ``nn.Module`` in eval mode on ``device``.
+
+    ``zoo:NAME`` or a checkpoint folder (verified), a factory ``package.module:function`` or
+    ``path/to/file.py:function`` (``args`` as keyword arguments, ``weights`` loaded into it,
+    ``mean``/``std`` the input normalisation), an ``.onnx`` file or a TorchScript file.
+    ``num_classes`` is checked where the model's output width is known without data (checkpoints,
+    ONNX with a static output) and, with ``sample`` images, on a forward pass.
+    """
+    text = str(spec)
+    path = Path(text).expanduser()
+    factory = is_factory_ref(text) and not path.exists()
+    if not factory and (args or weights is not None):
+        given = "model args" if args else "weights"
+        raise AnntError(f"{given} apply only to a model factory (--model-factory package.module:function"
+                        f" or file.py:function), not to {text}")
+    checkpoint_file = path.name in (WEIGHTS, SIDECAR) and (path.parent / SIDECAR).exists()
+    if text.startswith("zoo:") or path.is_dir() or checkpoint_file:
+        if mean is not None or std is not None:
+            raise AnntError(f"mean/std apply only to a model factory, TorchScript or ONNX file; {text} is an"
+                            " ANNT checkpoint, which records its own input normalisation")
+        if text.startswith("zoo:"):
+            model = load_zoo_model(text[4:], device=device)
+        else:
+            model = load_checkpoint(path, device=device, trust_unverified=trust_unverified)
+        _check_classes(model, num_classes, text)
+    elif factory:
+        model = build_factory(text, args)
+        meta: dict[str, Any] = {"model": text, "model_args": check_model_args(args, text), "bits": FULL_BITS}
+        meta.update(factory_fingerprint(text))
+        if weights is not None:
+            state = load_weights_file(weights)
+            load_state_into(model, state, f"weights file {weights}")
+            meta["weights"] = {"file": str(weights), "sha256": file_digest(weights)}
+        model.annt_meta = meta  # type: ignore[assignment]
+        model = wrap(model, mean, std)
+        model.annt_name = text  # type: ignore[assignment]
+        model.annt_bits = BitSpec()  # type: ignore[assignment]
+    elif path.is_file() or path.suffix.lower() == ".onnx":
+        if path.suffix.lower() == ".onnx":
+            model = load_onnx(path)
+        elif path.suffix.lower() == ".py":
+            raise AnntError(f"{text} is a Python file: name the function that builds the model,"
+                            f" {text}:FUNCTION")
+        else:
+            model = load_torchscript(path)
+        _check_classes(model, num_classes, text)
+        model = wrap(model, mean, std)
+    else:
+        raise AnntError(f"model {text} does not exist: give {ACCEPTED_FORMS}")
+    model = model.to(device).eval()
+    if sample is not None:
+        check_logits(model, sample[:2], num_classes, f"model {text}")
+    return model
 
 
 def seal_zoo(zoo_dir: str | Path) -> list[dict[str, Any]]:
