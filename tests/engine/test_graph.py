@@ -9,8 +9,7 @@ import pytest
 from annt.cli.main import main
 from annt.device import exact_float32, resolve_device
 from annt.errors import AnntError
-from annt.experiments import prepare
-from annt.experiments.graph import count_kinds
+from annt.experiments import count_kinds, prepare
 from annt.experiments.schema import TABLES
 from annt.store.results import ResultsDB
 

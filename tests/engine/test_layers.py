@@ -22,7 +22,8 @@ LAYERS: list[set[str]] = [  # lowest first
     {"store"},
     {"data", "zoo"},
     {"metrics", "attacks", "train"},
-    {"robustness", "report"},
+    {"robustness"},
+    {"report"},  # renders studies' and diagnoses' results (reads robustness.defaults' column order)
     {"experiments"},
     {"cli"},
     {"__init__", "__main__"},  # the package's own ``annt.run_study`` etc., ``python -m annt``

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from annt.experiments.graph import Cell
-from annt.experiments.plan import AttackConfig
+from annt.experiments.plan import AttackConfig, Cell
 from annt.experiments.runner import LongestFirst
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from annt.experiments import prepare
-from annt.experiments.graph import count_kinds
+from annt.experiments import count_kinds, prepare
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "tutorials" / "audit-your-model.md"

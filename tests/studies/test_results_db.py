@@ -8,6 +8,7 @@ import pytest
 
 from annt.errors import AnntError
 from annt.experiments.cells import CellBook, cell_hash, derive_seed
+from annt.experiments.schema import TABLES
 from annt.store.results import DB_NAME, ResultsDB, read_results
 
 
@@ -21,7 +22,7 @@ def test_cell_hash_is_order_independent_and_sensitive():
 def test_complete_then_reuse(tmp_path):
     with ResultsDB.in_dir(tmp_path) as db:
         db.start_study("s1", "demo", {"x": 1})
-        book = CellBook(db, "s1")
+        book = CellBook(db, "s1", TABLES)
         calls = []
 
         def compute(h):
@@ -41,7 +42,7 @@ def test_complete_then_reuse(tmp_path):
 
 def test_failed_cell_leaves_no_row(tmp_path):
     with ResultsDB.in_dir(tmp_path) as db:
-        book = CellBook(db, "s1")
+        book = CellBook(db, "s1", TABLES)
 
         def boom(h):
             raise RuntimeError("killed")
@@ -65,8 +66,6 @@ def test_not_a_database(tmp_path):
 
 
 def test_schema_is_plain_sqlite(tmp_path):
-    from annt.experiments.schema import TABLES
-
     ResultsDB.in_dir(tmp_path, tables=TABLES).close()
     con = sqlite3.connect(tmp_path / DB_NAME)
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

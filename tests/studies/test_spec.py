@@ -9,8 +9,7 @@ import torch
 import yaml
 
 from annt.errors import AnntError
-from annt.experiments import prepare, run_study
-from annt.experiments.graph import count_kinds
+from annt.experiments import count_kinds, prepare, run_study
 from annt.models import create_model
 from annt.store.checkpoint import save_checkpoint
 from annt.store.results import read_results

@@ -53,7 +53,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     where = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
     if args.check:
-        from annt.experiments.graph import count_kinds
+        from annt.experiments import count_kinds
         from annt.experiments.runner import _test_sets
 
         plan = prepare(args.spec, out=args.out, device=args.device, threads=args.threads, **where)

@@ -47,11 +47,10 @@ class CellBook:
     compute cells and hand back their rows.
     """
 
-    def __init__(self, db: ResultsDB, study: str) -> None:
-        from annt.experiments.schema import TABLES
-
+    def __init__(self, db: ResultsDB, study: str, tables: Mapping[str, Mapping[str, str]]) -> None:
+        """``tables``: the typed result tables (``annt.experiments.schema.TABLES``), created when missing."""
         self.db, self.study = db, study
-        db.ensure_tables(TABLES)
+        db.ensure_tables(tables)
         self.computed = 0
         self.reused = 0
 

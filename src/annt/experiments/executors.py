@@ -23,7 +23,8 @@ import torch
 from annt.device import worker_device
 from annt.errors import AnntError
 from annt.experiments.plan import StudyPlan
-from annt.experiments.steps import Finished, Task, compute
+from annt.experiments.steps import compute
+from annt.experiments.tasks import Finished, Task
 
 
 class Executor(Protocol):
@@ -102,7 +103,7 @@ def _local_pool(workers: int, threads: int, device: str) -> ProcessPoolExecutor:
 
 
 def _diagnose_in_worker(plan: StudyPlan, handle: Any, folder: Any, settings: dict[str, Any]) -> Any:
-    from annt.experiments.steps import WORKSPACE
+    from annt.experiments.tasks import WORKSPACE
     from annt.robustness.study import diagnose_one
 
     return diagnose_one(plan, handle, folder, settings, WORKSPACE.model, _DEVICE or plan.device)

@@ -1,29 +1,26 @@
-"""From a validated spec to a concrete plan, checking everything that can fail up front.
+"""The study plan, as data: model slots, attack configurations, cells and the cell graph.
 
-Unknown dataset / model / attack names, bad bitwidths, bad attack parameters, missing or
-mismatched checkpoints and bad devices all raise one ``SpecError`` line here, before the
-output directory or any result is touched.
+A ``StudyPlan`` is what ``annt.experiments.builder.build_plan`` makes of a checked spec. Its
+cells (``StudyPlan.cells``) name their kind, inputs (slot, attack, run, target) and the cells
+they depend on. A cell's hash (its identity in the results database) is known once its
+dependencies have finished, since it covers what they produced (a trained model's weights
+sha256, a crafted set's hash): ``annt.experiments.steps.cell_key`` derives it. The plan's cell
+count, ``annt run --check`` and the resume logic all read this one list. What each kind of
+cell computes is in ``annt.experiments.kinds``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 
-from annt.errors import AnntError
-from annt.experiments.attack_api import ParamError, validate_attack
-from annt.experiments.graph import Cell, study_cells
-from annt.experiments.spec import SpecError, StudySpec, TrainSettings, key_path
-from annt.quant.bits import BitSpec, parse_bits
-
-DEFAULT_PROGRESSION = (0, 1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)
+from annt.experiments.spec import StudySpec, TrainSettings
+from annt.quant.bits import BitSpec
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,29 @@ class AttackConfig:
     progression: tuple[int, ...] = ()  # Boundary Attack: iteration counts for the figure
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: its kind (``annt.experiments.kinds``), inputs and the ids of the cells
+    whose results it uses."""
+
+    id: str
+    kind: str
+    deps: tuple[str, ...] = ()
+    slot: ModelSlot | None = None  # the model (train/load) or the source model
+    attack: AttackConfig | None = None
+    run: int = 0
+    target: ModelSlot | None = None  # evaluate: the source itself; transfer: another model
+
+    @property
+    def stored(self) -> bool:
+        """Recorded in the results database (the report is rewritten on every run)."""
+        return self.kind != "report"
+
+    @property
+    def label(self) -> str:
+        return self.id.split(":", 1)[1] if ":" in self.id else self.id
+
+
 @dataclass
 class StudyPlan:
     spec: StudySpec
@@ -83,7 +103,7 @@ class StudyPlan:
         ]
 
     def cells(self, *, report: bool | None = None) -> list[Cell]:
-        """The study's cells in serial order, each after its dependencies (see ``graph``)."""
+        """The study's cells in serial order, each after its dependencies (see ``study_cells``)."""
         return list(study_cells(self, report=report))
 
     def cell_count(self) -> int:
@@ -91,224 +111,49 @@ class StudyPlan:
         return sum(1 for c in study_cells(self, report=False))
 
 
-def _err(source: str, path: str, exc: Exception) -> SpecError:
-    return SpecError(source, path, str(exc))
+# ---------------------------------------------------------------------------- the cell graph
 
 
-def resolve_checkpoint(text: str, spec_dir: Path | None) -> Path:
-    """``zoo:NAME``, or a folder (relative to the working directory, else to the spec file)."""
-    if text.startswith("zoo:"):
-        from annt.zoo import zoo_entry
-
-        entry = zoo_entry(text[4:])
-        return Path(str(resources.files("annt.zoo") / entry["path"]))
-    path = Path(text).expanduser()
-    if not path.exists() and not path.is_absolute() and spec_dir is not None and (spec_dir / path).exists():
-        path = spec_dir / path
-    return path
+def model_id(slot: ModelSlot) -> str:
+    return f"model:{slot.key}"
 
 
-def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec, text: str = "",
-                      trust: bool = False) -> None:
-    from annt.experiments.trust import verify_slot_checkpoint
-    from annt.models import model_info
+def study_cells(plan: StudyPlan, *, report: bool | None = None) -> Iterator[Cell]:
+    """Every cell of ``plan`` in the serial order (each after its dependencies).
 
-    meta = verify_slot_checkpoint(text, path, trust)  # hashes, seal, zoo manifest
-    if model_info(str(meta.get("model", "?"))).name != model:
-        raise AnntError(f"checkpoint {path} holds model {meta.get('model')!r}, not {model!r}")
-    if parse_bits(meta.get("bits")) != bits:
-        raise AnntError(f"checkpoint {path} is {parse_bits(meta.get('bits')).tag}, not {bits.tag}")
-    if meta.get("dataset") and meta["dataset"] != dataset:
-        raise AnntError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
-
-
-def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | None) -> list[ModelSlot]:
-    from annt.models import model_info
-    from annt.train.recipes import Recipe, make_recipe, recipe_identity
-
-    slots: list[ModelSlot] = []
-    seen: set[str] = set()
-    for i, m in enumerate(spec.models):
-        where = f"models[{i}]"
-        try:
-            name = model_info(m.name).name
-        except AnntError as exc:
-            raise _err(source, f"{where}.name", exc) from None
-        bits: list[BitSpec] = []
-        for j, b in enumerate(m.bits):
-            try:
-                bits.append(parse_bits(b))
-            except AnntError as exc:
-                raise _err(source, f"{where}.bits[{j}]", exc) from None
-        unknown = set(m.train.recipe_overrides) - set(Recipe.model_fields)
-        if unknown:
-            raise SpecError(source, f"{where}.train.{sorted(unknown)[0]}", "unknown training setting"
-                            f" (known: epochs, train_limit, seed, {', '.join(Recipe.model_fields)})")
-        try:
-            recipe = recipe_identity(make_recipe(name, epochs=m.train.epochs, **m.train.recipe_overrides), m.train.seed)
-        except ValidationError as exc:
-            e = exc.errors()[0]
-            raise SpecError(source, f"{where}.train.{key_path(tuple(e['loc']))}", e["msg"]) from None
-        ckpts: dict[BitSpec, str] = {}
-        for key, value in m.checkpoints.items():
-            try:
-                b = parse_bits(key)
-            except AnntError as exc:
-                raise _err(source, f"{where}.checkpoints.{key}", exc) from None
-            if b not in bits:
-                raise SpecError(source, f"{where}.checkpoints.{key}", f"bitwidth {b.tag} is not in {where}.bits")
-            ckpts[b] = value
-        if m.checkpoint is not None:
-            if len(bits) != 1:
-                raise SpecError(source, f"{where}.checkpoint", "one checkpoint for several bitwidths;"
-                                " use checkpoints: {BITS: PATH} instead")
-            ckpts[bits[0]] = m.checkpoint
-        model_sets = datasets
-        if m.datasets is not None:
-            model_sets = []
-            for j, d in enumerate(m.datasets):
-                canonical = _dataset_name(d, source, f"{where}.datasets[{j}]")
-                if canonical not in datasets:
-                    raise SpecError(source, f"{where}.datasets[{j}]", f"{d!r} is not one of the study's datasets")
-                model_sets.append(canonical)
-        if ckpts and len(model_sets) != 1:
-            raise SpecError(source, f"{where}.checkpoints", "checkpoints belong to one dataset;"
-                            f" set {where}.datasets to exactly one")
-        missing = [b for b in bits if b not in ckpts]
-        if missing and _is_factory(name):
-            raise SpecError(source, f"{where}.checkpoints", f"a user factory model is loaded, not trained, in a"
-                            f" study: give a checkpoint for {missing[0].tag} (annt import / annt train"
-                            " --model-factory write them)")
-        for dataset in model_sets:
-            for j, b in enumerate(bits):
-                slot_key = f"{dataset}/{name}/{b.tag}"
-                if slot_key in seen:
-                    raise SpecError(source, f"{where}.bits[{j}]", f"{slot_key} appears twice in the study")
-                seen.add(slot_key)
-                path, zoo_name = None, None
-                if b in ckpts:
-                    key = f"{where}.checkpoints.{b.tag}" if m.checkpoints else f"{where}.checkpoint"
-                    try:
-                        path = resolve_checkpoint(ckpts[b], spec_dir)
-                        _check_checkpoint(path, dataset, name, b, ckpts[b], m.trust_unverified)
-                    except AnntError as exc:
-                        raise _err(source, key, exc) from None
-                    zoo_name = ckpts[b] if ckpts[b].startswith("zoo:") else None
-                slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name, m.trust_unverified))
-    return slots
+    Order: every model; then per dataset, run, source model and attack: craft, evaluate
+    directly, transfer to each target, and (run 0) the Boundary Attack progression; last
+    the report when enabled (``report`` overrides ``report.enabled``).
+    """
+    ids: list[str] = []
+    for slot in plan.slots:
+        ids.append(model_id(slot))
+        yield Cell(model_id(slot), "load" if slot.checkpoint is not None else "train", (), slot)
+    for dataset, attacks in plan.attacks.items():
+        for run in range(plan.spec.runs):
+            for slot in plan.sources(dataset):
+                for attack in attacks:
+                    what = f"{slot.key}/{attack.label}/run{run}"
+                    craft = Cell(f"craft:{what}", "craft", (model_id(slot),), slot, attack, run)
+                    direct = Cell(f"evaluate:{what}", "evaluate", (craft.id, model_id(slot)), slot, attack, run,
+                                  slot)
+                    yield craft
+                    yield direct
+                    ids += [craft.id, direct.id]
+                    for target in plan.targets(slot):
+                        cell = Cell(f"transfer:{what}->{target.key}", "transfer",
+                                    (craft.id, model_id(slot), model_id(target)), slot, attack, run, target)
+                        ids.append(cell.id)
+                        yield cell
+                    if run == 0 and attack.progression:
+                        cell = Cell(f"progression:{slot.key}/{attack.label}", "progression", (model_id(slot),),
+                                    slot, attack, 0)
+                        ids.append(cell.id)
+                        yield cell
+    if plan.spec.report.enabled if report is None else report:
+        yield Cell("report", "report", tuple(ids))
 
 
-def _is_factory(name: str) -> bool:
-    from annt.models.sources import is_factory_ref
-
-    return is_factory_ref(name)
-
-
-def _dataset_name(name: str, source: str, where: str) -> str:
-    from annt.data import dataset_info
-
-    try:
-        return dataset_info(name).name
-    except AnntError as exc:
-        raise _err(source, where, exc) from None
-
-
-def _batch(spec: StudySpec, given: int | str, dataset: str, device: torch.device) -> int:
-    """``batch_size: auto``: 100 images per call on a CPU, as many as fit on a GPU (see ``auto_batch``)."""
-    if given != "auto":
-        return int(given)
-    from annt.data import dataset_info
-    from annt.device import auto_batch
-
-    info = dataset_info(dataset)
-    return auto_batch(device, info.channels * info.image_size**2, spec.samples)
-
-
-def _attacks(spec: StudySpec, source: str, datasets: list[str],
-             device: torch.device | None = None) -> dict[str, list[AttackConfig]]:
-    labels: dict[str, int] = {}
-    out: dict[str, list[AttackConfig]] = {d: [] for d in datasets}
-    for i, a in enumerate(spec.attacks):
-        where = f"attacks[{i}]"
-        name = a.name.strip().lower().replace("-", "_")  # CW-L2, cw_l2 and cw-l2 are one attack
-        key = a.label or name
-        if key in labels:
-            raise SpecError(source, f"{where}.label", f"attack label {key!r} is already used by"
-                            f" attacks[{labels[key]}]; give each configuration its own label")
-        labels[key] = i
-        overrides: dict[str, dict[str, Any]] = {}
-        for given_name, values in a.per_dataset.items():
-            canonical = _dataset_name(given_name, source, f"{where}.per_dataset.{given_name}")
-            if canonical not in datasets:
-                raise SpecError(source, f"{where}.per_dataset.{given_name}", "not one of the study's datasets")
-            overrides[canonical] = values
-        for dataset in datasets:
-            try:
-                params = validate_attack(name, {**a.params, **overrides.get(dataset, {})})
-            except ParamError as exc:
-                given = f"{where}.per_dataset.{dataset}" if exc.key.split(".")[0] in overrides.get(dataset, {}) \
-                    else f"{where}.params"
-                raise SpecError(source, f"{given}.{exc.key}" if exc.key else given, exc.problem) from None
-            except AnntError as exc:
-                raise _err(source, f"{where}.name", exc) from None
-            progression = _progression(spec, source, name, params, where)
-            chunk = _batch(spec, a.batch_size, dataset, device or torch.device("cpu"))
-            out[dataset].append(AttackConfig(key, name, params, a.backend, chunk, progression))
-    return out
-
-
-def _progression(spec: StudySpec, source: str, name: str, params: dict[str, Any], where: str) -> tuple[int, ...]:
-    """Iteration counts for the Boundary Attack figure; explicit lists must all be valid."""
-    prog = spec.report.progression
-    if name != "boundary" or not prog.enabled or not spec.report.enabled:
-        return ()
-    max_iter = int(params.get("max_iter", 0))
-    wanted = prog.iterations or [i for i in DEFAULT_PROGRESSION if i < max_iter] + [max_iter]
-    valid = []
-    for it in wanted:
-        try:
-            validate_attack(name, {**params, "max_iter": it})
-            valid.append(it)
-        except AnntError as exc:
-            if prog.iterations is not None:
-                raise SpecError(source, "report.progression.iterations", f"{it}: {exc}") from None
-    return tuple(valid)
-
-
-def spec_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def build_plan(
-    spec: StudySpec,
-    source: str = "study spec",
-    *,
-    out: str | Path | None = None,
-    device: str | None = None,
-    spec_dir: Path | None = None,
-) -> StudyPlan:
-    """Check every name, parameter and file of ``spec``; nothing is written."""
-    from annt.device import resolve_device
-
-    datasets = []
-    for i, d in enumerate(spec.datasets):
-        canonical = _dataset_name(d, source, f"datasets[{i}]")
-        if canonical in datasets:
-            raise SpecError(source, f"datasets[{i}]", f"{canonical!r} is listed twice")
-        datasets.append(canonical)
-    slots = _slots(spec, source, datasets, spec_dir)
-    for d in datasets:
-        if not any(s.dataset == d for s in slots):
-            raise SpecError(source, "models", f"no model is trained or loaded for dataset {d!r}")
-    wanted = device or spec.device
-    try:
-        dev = resolve_device(None if wanted == "auto" else wanted)
-    except AnntError as exc:
-        raise _err(source, "device", exc) from None
-    attacks = _attacks(spec, source, datasets, dev)
-    out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
-    # where and how fast a study runs does not change what it computes
-    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"}))[:16]
-    return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)
+def count_kinds(cells: list[Cell]) -> dict[str, int]:
+    """How many cells of each kind (for ``annt run --check``)."""
+    return dict(Counter(c.kind for c in cells))

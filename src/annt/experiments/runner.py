@@ -5,7 +5,7 @@ finished (as many at once as the executor runs), skips those the database alread
 and records each finished cell in one transaction. Re-running after any interruption,
 ``kill -9`` included, continues where the study stopped. Before reusing a finished cell the
 driver checks its files against the hashes the database recorded
-(``annt.experiments.integrity``); a damaged or missing artifact is recomputed.
+(each kind's ``intact`` check, ``annt.experiments.kinds``); a damaged or missing artifact is recomputed.
 """
 
 from __future__ import annotations
@@ -24,14 +24,15 @@ from tqdm.auto import tqdm
 
 from annt.data import ImageSet, load_dataset
 from annt.errors import AnntError
+from annt.experiments.builder import build_plan
 from annt.experiments.cells import CellBook
 from annt.experiments.executors import Executor, make_executor
-from annt.experiments.graph import Cell
-from annt.experiments.integrity import intact_cell
-from annt.experiments.plan import StudyPlan, build_plan
-from annt.experiments.schema import ATTACK_SETS, SET_SHA256, recorded_set_sha
+from annt.experiments.kinds import SET_SHA256, kind_of
+from annt.experiments.plan import Cell, StudyPlan
+from annt.experiments.schema import TABLES
 from annt.experiments.spec import SpecError, StudySpec, load_spec
-from annt.experiments.steps import WORKSPACE, Done, Finished, Task, cell_key, model_of
+from annt.experiments.steps import cell_key, intact_cell
+from annt.experiments.tasks import WORKSPACE, Done, Finished, Task, model_of
 from annt.inputs.results_db import check_ours
 from annt.store.lock import OutputLock
 from annt.store.results import DB_NAME, ResultsDB
@@ -179,89 +180,112 @@ class LongestFirst:
 MAX_ATTEMPTS = 3  # a cell whose worker dies this often stops the run (it would die again)
 
 
+class _Walk:
+    """One pass over a plan's stored cells: reuse what finished and still checks out, run the rest.
+
+    ``waiting``: dependencies not all done; ``ready``: to start (not finished before);
+    ``running``: in the executor; ``done``: finished, as their dependents see them.
+    """
+
+    def __init__(self, plan: StudyPlan, executor: Executor, db: ResultsDB, progress: bool) -> None:
+        self.plan, self.executor, self.db = plan, executor, db
+        self.book = CellBook(db, plan.study_id, TABLES)
+        self.waiting = plan.cells(report=False)
+        self.ready: list[tuple[Cell, dict[str, Any], str]] = []
+        self.running: dict[Future[Finished], _Running] = {}
+        self.done: dict[str, Done] = {}
+        self.failure: BaseException | None = None
+        self.ordering = LongestFirst({cell.id: i for i, cell in enumerate(self.waiting)}, executor.capacity)
+        self.bar = tqdm(total=len(self.waiting), desc=plan.spec.name, unit="cell", disable=not progress)
+
+    def run(self) -> None:
+        """Until every cell is done (or one failed and the running ones have finished)."""
+        try:
+            while ((self.waiting or self.ready) and self.failure is None) or self.running:
+                if self.failure is None:
+                    self.promote()
+                    self.start()
+                if not self.running:
+                    if (self.waiting or self.ready) and self.failure is None:  # pragma: no cover - a graph cycle
+                        raise AnntError(f"cells {', '.join(c.id for c in self.waiting[:3])} can never start")
+                    break
+                finished, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self.finish(future, self.running.pop(future))
+        except BaseException:  # Ctrl-C: keep what finished, stop the workers
+            for future in [f for f in self.running if f.done()]:
+                self.finish(future, self.running.pop(future))
+            self.executor.close(cancel=True)
+            raise
+        finally:
+            self.bar.close()
+        if self.failure is not None:
+            raise self.failure
+
+    def promote(self) -> None:
+        """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored and intact)."""
+        changed = True
+        while changed:
+            changed = False
+            for cell in [c for c in self.waiting if all(d in self.done for d in c.deps)]:
+                self.waiting.remove(cell)
+                key, h = self.book.identify(cell_key(self.plan, cell, self.done))
+                # reuse only what still checks out against the database (else: recompute)
+                outputs = self.book.finished(h, lambda h, out, cell=cell: intact_cell(self.plan.out_dir, self.db,
+                                                                                     cell, h, out))
+                if outputs is None:
+                    self.ready.append((cell, key, h))
+                else:
+                    self.done[cell.id] = Done(h, outputs, kind_of(cell.kind).recorded_set_sha(self.db, h))
+                    self.bar.update(1)
+                    changed = True
+        self.ready.sort(key=lambda item: self.ordering.key(item[0]))
+
+    def start(self) -> None:
+        """Submit ready cells while the executor has room."""
+        while self.ready and len(self.running) < self.executor.capacity:
+            cell, key, h = self.ready.pop(0)
+            self.bar.set_postfix_str(f"{cell.kind} {cell.label}")
+            task = Task(self.plan, cell, key, h, {d: self.done[d] for d in cell.deps}, self.executor.progress)
+            self.running[self.executor.submit(task)] = _Running(cell, task)
+
+    def finish(self, future: Future[Finished], job: _Running) -> None:
+        """Record a computed cell; resubmit one whose worker died (``MAX_ATTEMPTS``); keep the first failure."""
+        try:
+            fin = future.result()
+        except BaseException as exc:
+            if self.executor.lost(exc) and job.attempts < MAX_ATTEMPTS and self.failure is None:
+                self.running[self.executor.submit(job.task)] = _Running(job.cell, job.task, job.attempts + 1)
+                return
+            self.failure = self.failure or exc
+            return
+        self.book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
+        self.ordering.finished(job.cell, fin.seconds)
+        sha = fin.row.get(SET_SHA256) if kind_of(job.cell.kind).yields_set else None
+        self.done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
+        self.bar.set_postfix_str(job.cell.label, refresh=False)
+        self.bar.update(1)
+
+
 def _walk(plan: StudyPlan, executor: Executor, progress: bool) -> tuple[int, int]:
     with ResultsDB.in_dir(plan.out_dir) as db:
         db.start_study(plan.study_id, plan.spec.name, plan.spec.model_dump(mode="json"))
-        book = CellBook(db, plan.study_id)
-        waiting = plan.cells(report=False)
-        bar = tqdm(total=len(waiting), desc=plan.spec.name, unit="cell", disable=not progress)
-        done: dict[str, Done] = {}
-        running: dict[Future[Finished], _Running] = {}
-        failure: BaseException | None = None
-
-        def finish(future: Future[Finished], job: _Running) -> None:
-            nonlocal failure
-            try:
-                fin = future.result()
-            except BaseException as exc:
-                if executor.lost(exc) and job.attempts < MAX_ATTEMPTS and failure is None:
-                    running[executor.submit(job.task)] = _Running(job.cell, job.task, job.attempts + 1)
-                    return
-                failure = failure or exc
-                return
-            book.record(fin.hash, fin.kind, fin.key, fin.outputs, fin.table, fin.row, fin.seconds)
-            ordering.finished(job.cell, fin.seconds)
-            sha = fin.row.get(SET_SHA256) if fin.table == ATTACK_SETS.name else None
-            done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
-            bar.set_postfix_str(job.cell.label, refresh=False)
-            bar.update(1)
-
-        ordering = LongestFirst({cell.id: i for i, cell in enumerate(waiting)}, executor.capacity)
-        ready: list[tuple[Cell, dict, str]] = []  # dependencies done, not finished before
-
-        def promote() -> None:
-            """Move cells whose dependencies finished to ``ready`` (or to ``done`` when stored)."""
-            changed = True
-            while changed:
-                changed = False
-                for cell in [c for c in waiting if all(d in done for d in c.deps)]:
-                    waiting.remove(cell)
-                    key, h = book.identify(cell_key(plan, cell, done))
-                    # reuse only what still checks out against the database (else: recompute)
-                    outputs = book.finished(h, lambda h, out, cell=cell: intact_cell(plan.out_dir, db, cell, h, out))
-                    if outputs is None:
-                        ready.append((cell, key, h))
-                    else:
-                        sha = recorded_set_sha(db, h) if cell.kind == "craft" else None
-                        done[cell.id] = Done(h, outputs, sha)
-                        bar.update(1)
-                        changed = True
-            ready.sort(key=lambda item: ordering.key(item[0]))
-
-        try:
-            while ((waiting or ready) and failure is None) or running:
-                if failure is None:
-                    promote()
-                    while ready and len(running) < executor.capacity:
-                        cell, key, h = ready.pop(0)
-                        bar.set_postfix_str(f"{cell.kind} {cell.label}")
-                        task = Task(plan, cell, key, h, {d: done[d] for d in cell.deps}, executor.progress)
-                        running[executor.submit(task)] = _Running(cell, task)
-                if not running:
-                    if (waiting or ready) and failure is None:  # pragma: no cover - a cycle in the graph
-                        raise AnntError(f"cells {', '.join(c.id for c in waiting[:3])} can never start")
-                    break
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in finished:
-                    finish(future, running.pop(future))
-        except BaseException:  # Ctrl-C: keep what finished, stop the workers
-            for future in [f for f in running if f.done()]:
-                finish(future, running.pop(future))
-            executor.close(cancel=True)
-            bar.close()
-            raise
-        bar.close()
-        if failure is not None:
-            raise failure
+        walk = _Walk(plan, executor, db, progress)
+        walk.run()
         if plan.spec.diagnose is not None:
-            from annt.experiments.executors import diagnose_in_workers
-            from annt.robustness.study import diagnose_models
-
-            local = plan.spec.executor.kind == "processes"
-            diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots}, WORKSPACE.model,
-                            functools.partial(diagnose_in_workers, plan) if local else None)
+            _diagnose(plan, walk.done)
         db.finish_study(plan.study_id)
-        return book.computed, book.reused
+        return walk.book.computed, walk.book.reused
+
+
+def _diagnose(plan: StudyPlan, done: dict[str, Done]) -> None:
+    """The spec's ``diagnose:`` block on every model of the study (after its cells)."""
+    from annt.experiments.executors import diagnose_in_workers
+    from annt.robustness.study import diagnose_models
+
+    local = plan.spec.executor.kind == "processes"
+    diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots}, WORKSPACE.model,
+                    functools.partial(diagnose_in_workers, plan) if local else None)
 
 
 def run_study(

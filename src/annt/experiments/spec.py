@@ -2,7 +2,7 @@
 
 A spec is a YAML file (or the equivalent dict / ``StudySpec``). Structural problems are
 caught by pydantic; names, bitwidths, attack parameters and checkpoint files are checked
-by :mod:`annt.experiments.checks` before any work starts. Every problem becomes one
+by :mod:`annt.experiments.builder` before any work starts. Every problem becomes one
 ``SpecError`` line naming the key path, e.g.
 ``study.yaml: attacks[2].params.eps: Input should be greater than 0``.
 """
@@ -20,6 +20,7 @@ from annt.inputs.files import MAX_YAML_BYTES, regular_file
 from annt.inputs.numbers import SEED_MAX
 from annt.inputs.yaml_safe import load_yaml
 from annt.metrics.flags import FlagCriterion
+from annt.robustness import defaults as diagnose_defaults
 from annt.store.naming import slug  # noqa: F401  (re-exported: studies name files with it)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -156,13 +157,13 @@ class DiagnoseSpec(_Strict):
     """Gradient-masking checklist (``annt diagnose``) on every model of the study."""
 
     eps: list[float] = Field(min_length=1)
-    norm: Literal["inf", "2"] = "inf"
-    samples: int = Field(200, ge=1)
-    attacks: list[str] | None = None  # default: fgsm, pgd, apgd_ce, apgd_dlr + gradient-free
+    norm: Literal["inf", "2"] = diagnose_defaults.DEFAULT_NORM
+    samples: int = Field(diagnose_defaults.DEFAULT_SAMPLES, ge=1)
+    attacks: list[str] | None = None  # default: diagnose_defaults.DEFAULT_ATTACKS that are registered
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per attack
     surrogate: str | None = None  # checkpoint or zoo:NAME to craft transfer attacks on
-    grow: bool = True
-    tolerance: float = Field(0.01, ge=0, le=1)
+    grow: bool = diagnose_defaults.DEFAULT_GROW
+    tolerance: float = Field(diagnose_defaults.DEFAULT_TOLERANCE, ge=0, le=1)
 
     _lists = field_validator("eps", mode="before")(_as_list)
 

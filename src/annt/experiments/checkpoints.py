@@ -1,4 +1,4 @@
-"""Which checks a study's given checkpoints pass before and when they are used.
+"""A study's given checkpoints: the checks they pass when the plan is built and when loaded.
 
 A ``zoo:NAME`` checkpoint must match the zoo manifest; a folder must carry a valid seal
 unless the spec sets ``trust_unverified`` for its model.
