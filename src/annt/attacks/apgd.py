@@ -18,6 +18,7 @@ loss with the model's clean prediction as the class to leave.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -25,19 +26,24 @@ from torch import nn
 
 from annt.attacks.base import (
     AttackResult,
-    bcast,
     check_batch,
     counts,
     eval_mode,
-    flat_norm,
-    input_gradient,
     is_adversarial,
     make_generator,
     predict,
+    with_restarts,
 )
-from annt.attacks.fgsm import NORMS, step_direction
+from annt.attacks.geometry import (
+    bcast,
+    check_norm,
+    flat_norm,
+    in_ball,
+    input_gradient,
+    step_direction,
+)
 from annt.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss
-from annt.attacks.pgd import in_ball
+from annt.attacks.params import BallParams, PosInt, takes
 from annt.errors import AnntError
 
 APGD_LOSSES = ("ce", "dlr")
@@ -131,25 +137,29 @@ def _one_run(
     return torch.where(bcast(found, x), adv_found, best), found
 
 
+class ApgdParams(BallParams):
+    steps: PosInt = 100
+    restarts: PosInt = 1
+
+
+@takes(ApgdParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
     loss: str = "ce",
-    targeted: bool = False,
-    eps: float = 0.3,
-    norm: str = "inf",
-    steps: int = 100,
-    restarts: int = 1,
+    targeted: bool,
+    eps: float,
+    norm: str,
+    steps: int,
+    restarts: int,
     seed: int | None = None,
 ) -> AttackResult:
     """APGD-CE / APGD-DLR with ``steps`` iterations per restart."""
     name = f"apgd_{loss}"
     labels = check_batch(inputs, labels, name)
-    norm = str(norm)
-    if norm not in NORMS:
-        raise AnntError(f"{name}: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    norm = check_norm(name, norm)
     if loss not in APGD_LOSSES:
         raise AnntError(f"apgd: loss must be one of {', '.join(APGD_LOSSES)}, got {loss!r}")
     n, device = inputs.shape[0], inputs.device
@@ -162,18 +172,12 @@ def attack(
         if loss == "dlr" and classes < need:
             raise AnntError(f"{name}: the DLR loss needs at least {need} classes, got {classes}")
         clean = predict(model, x) if loss == "dlr" and targeted else None
-        adv, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=device)
-        tries = torch.zeros(n, dtype=torch.int64, device=device)
-        for _ in range(restarts):
-            todo = (~success).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            tries[todo] += 1
-            sub_clean = None if clean is None else clean[todo]
-            objective = _objective(loss, labels[todo], targeted, sub_clean)
-            found, hit = _one_run(model, x[todo], labels[todo], targeted, objective, eps, norm, steps, gen)
-            adv[todo] = found
-            success[todo] = hit
+
+        def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            objective = _objective(loss, labels[todo], targeted, None if clean is None else clean[todo])
+            return _one_run(model, x[todo], labels[todo], targeted, objective, eps, norm, steps, gen)
+
+        adv, success, tries = with_restarts(x, restarts, run_once)
     return AttackResult(
         adversarial=adv,
         success=success,
@@ -183,11 +187,6 @@ def attack(
     )
 
 
-def attack_ce(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, **kw) -> AttackResult:
-    """APGD with the cross-entropy loss (registry entry ``apgd_ce``)."""
-    return attack(model, inputs, labels, loss="ce", **kw)
-
-
-def attack_dlr(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, **kw) -> AttackResult:
-    """APGD with the DLR loss (registry entry ``apgd_dlr``)."""
-    return attack(model, inputs, labels, loss="dlr", **kw)
+# the registry's entries: APGD with the cross-entropy loss (``apgd_ce``) and the DLR loss (``apgd_dlr``)
+attack_ce = functools.partial(attack, loss="ce")
+attack_dlr = functools.partial(attack, loss="dlr")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from annt.attacks.base import AttackResult, counts, eval_mode, is_adversarial, predict
+from annt.attacks.geometry import norm_order
 from annt.errors import AnntError
 
 SUPPORTED = frozenset({"fgsm", "jsma", "uap", "cw_l2", "boundary"})  # the paper's five attacks
@@ -73,9 +74,8 @@ def _batch(kw: dict[str, Any], batch_size: int | None) -> dict[str, Any]:
 def _build(name: str, evasion: Any, clf: Any, p: dict[str, Any], bs: int | None) -> Any:
     """ART attack object for ANNT parameters ``p``."""
     if name == "fgsm":
-        norm = np.inf if p["norm"] == "inf" else 2
         return evasion.FastGradientMethod(
-            clf, **_batch({"eps": p["eps"], "norm": norm, "targeted": p["targeted"]}, bs)
+            clf, **_batch({"eps": p["eps"], "norm": norm_order(p["norm"]), "targeted": p["targeted"]}, bs)
         )
     if name == "jsma":
         if p["target_selection"] != "random" and not p["targeted"]:
@@ -95,7 +95,7 @@ def _build(name: str, evasion: Any, clf: Any, p: dict[str, Any], bs: int | None)
             "delta": p["delta"],
             "max_iter": p["max_iter"],
             "eps": p["xi"],
-            "norm": np.inf if p["norm"] == "inf" else 2,
+            "norm": norm_order(p["norm"]),
             "verbose": False,
         }
         return evasion.UniversalPerturbation(clf, **_batch(kw, bs))

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+# re-exported: geometry's helpers were first written here, and callers import them from here
+from annt.attacks.geometry import bcast, flat_norm, input_gradient  # noqa: F401
 from annt.errors import AnntError
 from annt.models.inference import as_model_input, default_batch_size
 
@@ -177,25 +179,29 @@ def confirm_on_model(
     return adv, success, passes + 1
 
 
-def flat_norm(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-    """Per-sample vector norm of a batch."""
-    return torch.linalg.vector_norm(x.flatten(1), ord=p, dim=1)
+def with_restarts(
+    x: torch.Tensor,
+    restarts: int,
+    run_once: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Up to ``restarts`` runs, each only on the samples no earlier run fooled.
 
-
-def bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape a per-sample vector [N] so that it broadcasts against a batch like ``like``."""
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
-def input_gradient(
-    model: nn.Module, x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of ``objective(logits).sum()`` w.r.t. ``x`` (one forward + one backward)."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        (grad,) = torch.autograd.grad(objective(logits).sum(), x)
-    return grad, logits.detach()
+    ``run_once(todo)`` attacks the samples ``x[todo]`` and returns (result, success) for them;
+    the first successful run is kept per sample. Returns the images, the success mask and the
+    number of runs spent on each sample.
+    """
+    n, device = x.shape[0], x.device
+    adv, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=device)
+    tries = torch.zeros(n, dtype=torch.int64, device=device)
+    for _ in range(restarts):
+        todo = (~success).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        tries[todo] += 1
+        found, hit = run_once(todo)
+        adv[todo] = found
+        success[todo] = hit
+    return adv, success, tries
 
 
 def concat_results(parts: list[AttackResult]) -> AttackResult:

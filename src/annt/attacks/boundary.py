@@ -17,7 +17,10 @@ per-sample query counts are exact. The closest adversarial point seen is returne
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from annt.attacks.base import (
@@ -26,11 +29,12 @@ from annt.attacks.base import (
     confirm_on_model,
     counts,
     eval_mode,
-    flat_norm,
     is_adversarial,
     make_generator,
     predict,
 )
+from annt.attacks.geometry import flat_norm
+from annt.attacks.params import AttackParams, NonNegFloat, NonNegInt, PosFloat, PosInt, takes
 from annt.errors import AnntError
 from annt.models.inference import cached_inference_copy
 
@@ -387,24 +391,40 @@ def _single_steps(
             step_stats.adapt((0.1, 0.25), factor, st.epsilon, need=step_need)
 
 
+class BoundaryParams(AttackParams):
+    max_iter: NonNegInt = 5000
+    delta: PosFloat = 0.01
+    epsilon: PosFloat = 0.01
+    step_adapt: Annotated[float, Field(gt=0, lt=1)] = 0.667
+    num_trial: PosInt = 25
+    sample_size: PosInt = 20
+    init_size: PosInt = 100
+    init_starts: PosInt = 1
+    init_search_steps: NonNegInt = 0
+    min_epsilon: NonNegFloat = 0.0
+    guided: bool = True
+    step_mode: Literal["trial", "single"] = "trial"
+
+
+@takes(BoundaryParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    max_iter: int = 5000,
-    delta: float = 0.01,
-    epsilon: float = 0.01,
-    step_adapt: float = 0.667,
-    num_trial: int = 25,
-    sample_size: int = 20,
-    init_size: int = 100,
-    init_starts: int = 1,
-    init_search_steps: int = 0,
-    min_epsilon: float = 0.0,
-    guided: bool = True,
-    step_mode: str = "trial",
+    targeted: bool,
+    max_iter: int,
+    delta: float,
+    epsilon: float,
+    step_adapt: float,
+    num_trial: int,
+    sample_size: int,
+    init_size: int,
+    init_starts: int,
+    init_search_steps: int,
+    min_epsilon: float,
+    guided: bool,
+    step_mode: str,
     seed: int | None = None,
 ) -> AttackResult:
     """Batched Boundary Attack with ART's parameter names and defaults.

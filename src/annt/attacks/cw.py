@@ -30,6 +30,7 @@ from annt.attacks.base import (
     eval_mode,
     is_adversarial,
 )
+from annt.attacks.params import AttackParams, NonNegFloat, PosFloat, PosInt, takes
 from annt.models.inference import cached_inference_copy
 
 _TANH_SCALE = 0.999999  # keeps atanh finite at 0 and 1, as in the reference code
@@ -166,18 +167,28 @@ def _update_const(
     c.copy_(torch.where(bracketed, (lower + upper) / 2, c * 10))
 
 
+class CwL2Params(AttackParams):
+    confidence: NonNegFloat = 0.0
+    learning_rate: PosFloat = 0.01
+    binary_search_steps: PosInt = 10
+    max_iter: PosInt = 10
+    initial_const: PosFloat = 0.01
+    abort_early: bool = False
+
+
+@takes(CwL2Params)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    confidence: float = 0.0,
-    learning_rate: float = 0.01,
-    binary_search_steps: int = 10,
-    max_iter: int = 10,
-    initial_const: float = 0.01,
-    abort_early: bool = False,
+    targeted: bool,
+    confidence: float,
+    learning_rate: float,
+    binary_search_steps: int,
+    max_iter: int,
+    initial_const: float,
+    abort_early: bool,
     seed: int | None = None,
 ) -> AttackResult:
     """CW-L2 with ART's defaults (kappa 0, lr 0.01, 10 x 10 iterations, c0 = 0.01).

@@ -18,23 +18,15 @@ adversarial are returned unchanged.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
-from annt.attacks.base import (
-    AttackResult,
-    bcast,
-    check_batch,
-    counts,
-    eval_mode,
-    flat_norm,
-    input_gradient,
-    is_adversarial,
-)
-from annt.errors import AnntError
-
-NORMS = ("2", "inf")
+from annt.attacks.base import AttackResult, check_batch, counts, eval_mode, is_adversarial
+from annt.attacks.geometry import bcast, check_norm, flat_norm, input_gradient
+from annt.attacks.params import AttackParams, PosFloat, PosInt, norm_spelling, takes
 
 
 def _logit_difference(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -51,18 +43,30 @@ def _project(delta: torch.Tensor, eps: torch.Tensor, norm: str) -> torch.Tensor:
     return torch.maximum(torch.minimum(delta, e), -e)
 
 
+class FmnParams(AttackParams):
+    norm: Literal["2", "inf"] = "2"
+    steps: PosInt = 100
+    alpha_init: PosFloat = 1.0
+    alpha_final: PosFloat | None = None
+    gamma_init: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    gamma_final: Annotated[float, Field(gt=0, lt=1)] = 0.001
+
+    _norm = field_validator("norm", mode="before")(norm_spelling)
+
+
+@takes(FmnParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    norm: str = "2",
-    steps: int = 100,
-    alpha_init: float = 1.0,
-    alpha_final: float | None = None,
-    gamma_init: float = 0.05,
-    gamma_final: float = 0.001,
+    targeted: bool,
+    norm: str,
+    steps: int,
+    alpha_init: float,
+    alpha_final: float | None,
+    gamma_init: float,
+    gamma_final: float,
     seed: int | None = None,
 ) -> AttackResult:
     """FMN with adv-lib's defaults except ``steps`` (100; adv-lib 10, the paper 1000).
@@ -72,9 +76,7 @@ def attack(
     """
     del seed
     labels = check_batch(inputs, labels, "fmn")
-    norm = str(norm)
-    if norm not in NORMS:
-        raise AnntError(f"fmn: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    norm = check_norm("fmn", norm)
     p, dual = (2.0, 2.0) if norm == "2" else (float("inf"), 1.0)
     a_final = alpha_init / 100 if alpha_final is None else alpha_final
     sign = 1.0 if targeted else -1.0

@@ -25,8 +25,10 @@ gradient estimate needs its full count plus one step). Counts are exact per samp
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import field_validator
 from torch import nn
 
 from annt.attacks.base import (
@@ -34,14 +36,14 @@ from annt.attacks.base import (
     check_batch,
     counts,
     eval_mode,
-    flat_norm,
     is_adversarial,
     make_generator,
     predict,
 )
+from annt.attacks.geometry import check_norm, flat_norm
+from annt.attacks.params import AttackParams, NonNegInt, PosInt, norm_spelling, takes
 from annt.errors import AnntError
 
-NORMS = ("2", "inf")
 _NOISE_FLOATS = 8_000_000  # noise tensor size per gradient-estimate chunk (32 MB)
 _MAX_HALVINGS = 64
 
@@ -151,25 +153,35 @@ def _geometric_step(
     return out
 
 
+class HopSkipJumpParams(AttackParams):
+    norm: Literal["2", "inf"] = "2"
+    max_iter: NonNegInt = 50
+    max_eval: PosInt = 10000
+    init_eval: PosInt = 100
+    init_size: PosInt = 100
+    max_queries: PosInt | None = None
+
+    _norm = field_validator("norm", mode="before")(norm_spelling)
+
+
+@takes(HopSkipJumpParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    norm: str = "2",
-    max_iter: int = 50,
-    max_eval: int = 10000,
-    init_eval: int = 100,
-    init_size: int = 100,
-    max_queries: int | None = None,
+    targeted: bool,
+    norm: str,
+    max_iter: int,
+    max_eval: int,
+    init_eval: int,
+    init_size: int,
+    max_queries: int | None,
     seed: int | None = None,
 ) -> AttackResult:
     """HopSkipJump with ART's parameter names and defaults; ``max_queries`` caps each sample."""
     labels = check_batch(inputs, labels, "hop_skip_jump")
-    norm = str(norm)
-    if norm not in NORMS:
-        raise AnntError(f"hop_skip_jump: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    norm = check_norm("hop_skip_jump", norm)
     if init_eval > max_eval:
         raise AnntError(f"hop_skip_jump: init_eval ({init_eval}) must not exceed max_eval ({max_eval})")
     shape = tuple(inputs.shape[1:])

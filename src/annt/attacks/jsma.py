@@ -18,7 +18,10 @@ pairs are scored in chunks of bounded size.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from annt.attacks.base import (
@@ -30,6 +33,7 @@ from annt.attacks.base import (
     is_adversarial,
     make_generator,
 )
+from annt.attacks.params import AttackParams, Fraction, takes
 from annt.errors import AnntError
 from annt.models.inference import cached_inference_copy
 
@@ -147,16 +151,31 @@ def _gradients(
     return logits.detach(), g_t, g_all - g_t, 2
 
 
+class JsmaParams(AttackParams):
+    theta: Annotated[float, Field(ge=-1, le=1)] = 0.1
+    gamma: Fraction = 1.0
+    target_selection: Literal["random", "best"] = "random"
+    saliency: Literal["probabilities", "logits"] = "probabilities"
+
+    @field_validator("theta")
+    @classmethod
+    def _nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("must be non-zero")
+        return v
+
+
+@takes(JsmaParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    theta: float = 0.1,
-    gamma: float = 1.0,
-    target_selection: str = "random",
-    saliency: str = "probabilities",
+    targeted: bool,
+    theta: float,
+    gamma: float,
+    target_selection: str,
+    saliency: str,
     seed: int | None = None,
     chunk_elems: int = 1 << 23,
 ) -> AttackResult:

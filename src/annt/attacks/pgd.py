@@ -16,41 +16,26 @@ from torch import nn
 
 from annt.attacks.base import (
     AttackResult,
-    bcast,
     check_batch,
     counts,
     eval_mode,
-    flat_norm,
-    input_gradient,
     is_adversarial,
     make_generator,
     predict,
+    with_restarts,
 )
-from annt.attacks.fgsm import NORMS, step_direction
+from annt.attacks.geometry import (
+    bcast,
+    check_norm,
+    in_ball,
+    input_gradient,
+    random_in_ball,
+    step_direction,
+)
 from annt.attacks.losses import ce_loss
-from annt.attacks.uap import project
-from annt.errors import AnntError
+from annt.attacks.params import BallParams, PosFloat, PosInt, takes
 
 STEP_FRACTION = 2.5  # default step_size = 2.5 * eps / steps (Madry et al.'s choice)
-
-
-def start_point(x: torch.Tensor, eps: float, norm: str, gen: torch.Generator) -> torch.Tensor:
-    """A uniform point of the Linf ball, or a point of the L2 ball (uniform direction,
-    radius ``eps * U(0, 1)``, as torchattacks' PGDL2), clipped to [0, 1]."""
-    if norm == "inf":
-        noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
-        return (x + eps * noise).clamp(0.0, 1.0)
-    direction = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-    direction = direction / bcast(flat_norm(direction).clamp(min=1e-12), x)
-    radius = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype) * eps
-    return (x + direction * bcast(radius, x)).clamp(0.0, 1.0)
-
-
-def in_ball(x: torch.Tensor, adv: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """Project ``adv`` onto the ``eps`` ball around ``x`` and clip to [0, 1]; the L2 radius is
-    shrunk by a hair so that float rounding never puts a sample outside the budget."""
-    radius = eps if norm == "inf" else eps * (1 - 1e-6)
-    return (x + project(adv - x, radius, norm)).clamp(0.0, 1.0)
 
 
 def _one_run(
@@ -66,7 +51,7 @@ def _one_run(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One restart on a batch: (result per sample, success per sample)."""
-    adv = start_point(x, eps, norm, gen) if start else x.clone()
+    adv = random_in_ball(x, eps, norm, gen) if start else x.clone()
     best = adv.clone()
     found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
@@ -80,42 +65,41 @@ def _one_run(
     return best, hit | found
 
 
+class PgdParams(BallParams):
+    steps: PosInt = 40
+    step_size: PosFloat | None = None  # None: 2.5 * eps / steps
+    random_start: bool = True
+    restarts: PosInt = 1
+
+
+@takes(PgdParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    eps: float = 0.3,
-    norm: str = "inf",
-    steps: int = 40,
-    step_size: float | None = None,
-    random_start: bool = True,
-    restarts: int = 1,
+    targeted: bool,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float | None,
+    random_start: bool,
+    restarts: int,
     seed: int | None = None,
 ) -> AttackResult:
     """PGD with ``steps`` steps of ``step_size`` (default ``2.5 * eps / steps``) per restart."""
     labels = check_batch(inputs, labels, "pgd")
-    norm = str(norm)
-    if norm not in NORMS:
-        raise AnntError(f"pgd: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    norm = check_norm("pgd", norm)
     n, device = inputs.shape[0], inputs.device
     alpha = STEP_FRACTION * eps / steps if step_size is None else float(step_size)
     gen = make_generator(seed, device)
     x = inputs.detach()
-    adv, success = x.clone(), torch.zeros(n, dtype=torch.bool, device=device)
-    tries = torch.zeros(n, dtype=torch.int64, device=device)
+
+    def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _one_run(model, x[todo], labels[todo], targeted, eps, norm, steps, alpha, random_start, gen)
+
     with eval_mode(model):
-        for _ in range(restarts):
-            todo = (~success).nonzero().squeeze(1)
-            if todo.numel() == 0:
-                break
-            tries[todo] += 1
-            found, hit = _one_run(
-                model, x[todo], labels[todo], targeted, eps, norm, steps, alpha, random_start, gen
-            )
-            adv[todo] = found
-            success[todo] = hit
+        adv, success, tries = with_restarts(x, restarts, run_once)
     return AttackResult(
         adversarial=adv,
         success=success,

@@ -1,4 +1,10 @@
-"""Attack registry: names -> (function, validated parameter model), for YAML, CLI and library.
+"""Attack registry: the one place that says what each attack is.
+
+An attack's entry holds its name, its function, its parameters (the pydantic model declared
+next to the function in its module, whose defaults the function takes: see
+``annt.attacks.params.takes``), whether it is gradient-based, and whether it is universal (one
+result for the whole set, so never crafted in chunks). YAML files, the CLI, the library and the
+study engine all validate, name and chunk attacks through the functions here.
 
 Every attack's parameters are a pydantic model with ``extra="forbid"`` and strict types, so a
 misspelt key, a string where a number belongs, or a value out of range fails before any work
@@ -8,240 +14,111 @@ starts, with one line naming the attack and the parameter.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 from torch import nn
 
 from annt.attacks import apgd, boundary, cw, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap
+from annt.attacks.apgd import ApgdParams
 from annt.attacks.base import AttackResult, concat_results
+from annt.attacks.boundary import BoundaryParams
+from annt.attacks.cw import CwL2Params
+from annt.attacks.fgsm import FgsmParams
+from annt.attacks.fmn import FmnParams
+from annt.attacks.hop_skip_jump import HopSkipJumpParams
+from annt.attacks.jsma import JsmaParams
+from annt.attacks.params import GRADIENT_OPTION, with_gradient_option
+from annt.attacks.pgd import PgdParams
+from annt.attacks.square import SquareParams
+from annt.attacks.uap import UapParams
 from annt.errors import AnntError
-from annt.inputs.numbers import COUNT_MAX
+from annt.inputs.identity import identity
 from annt.inputs.yaml_safe import load_yaml
-from annt.quant.surrogate import (
-    DEFAULT_GRADIENT,
-    DEFAULT_TEMPERATURE,
-    GRADIENTS,
-    gradient_surrogate,
-)
+from annt.quant.surrogate import gradient_surrogate
+
+__all__ = [  # the parameter models are re-exported from their attacks' modules
+    "ApgdParams", "BoundaryParams", "CwL2Params", "FgsmParams", "FmnParams", "HopSkipJumpParams",
+    "JsmaParams", "PgdParams", "SquareParams", "UapParams",
+]
 
 BACKENDS = ("annt", "art")
 MAX_PARAM_CHARS = 10_000
 
-PosFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
+# The common option of every gradient-based attack (the quantizers' backward pass while crafting,
+# annt.quant.surrogate), with its defaults. Declared with ``annt.inputs.identity.later``, so
+# validated parameters leave it out while at its defaults by the same rule as any later field.
+GRADIENT_DEFAULTS: dict[str, Any] = dict(GRADIENT_OPTION)
 
 
-class _Params(BaseModel):
-    """Shared config: unknown keys, loose types, NaN/inf and absurd counts are errors."""
+class ParamError(AnntError):
+    """A bad attack parameter: the message is one line naming attack, parameter and value;
+    ``key`` names the parameter (empty when the problem is not one key's) and ``problem`` says
+    what is wrong with it, for callers that name the key in their own terms (a study file)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    targeted: bool = False
-
-    @model_validator(mode="after")
-    def _bounded_counts(self) -> _Params:
-        """Counts (iterations, steps, trials, sizes) above COUNT_MAX would run for days: refuse them."""
-        for key, value in self:
-            if isinstance(value, int) and not isinstance(value, bool) and value > COUNT_MAX:
-                raise ValueError(f"{key} must be at most {COUNT_MAX}, got {value}")
-        return self
-
-
-def _norm(value: Any) -> Any:
-    """Accept the spellings a YAML file or CLI produces for Linf / L2: inf, 'inf', 2, '2'."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (2, float("inf")):
-        return "inf" if value == float("inf") else "2"
-    if isinstance(value, str) and value.strip().lower() in ("inf", "linf", "2", "l2"):
-        return "2" if value.strip().lower() in ("2", "l2") else "inf"
-    return value
-
-
-class _BallParams(_Params):
-    """An eps ball in Linf or L2: the budget of FGSM, PGD, APGD and Square."""
-
-    eps: NonNegFloat = 0.3
-    norm: Literal["inf", "2"] = "inf"
-
-    _norm = field_validator("norm", mode="before")(_norm)
-
-
-class FgsmParams(_BallParams):
-    pass
-
-
-class JsmaParams(_Params):
-    theta: Annotated[float, Field(ge=-1, le=1)] = 0.1
-    gamma: Fraction = 1.0
-    target_selection: Literal["random", "best"] = "random"
-    saliency: Literal["probabilities", "logits"] = "probabilities"
-
-    @field_validator("theta")
-    @classmethod
-    def _nonzero(cls, v: float) -> float:
-        if v == 0:
-            raise ValueError("must be non-zero")
-        return v
-
-
-class UapParams(_Params):
-    attacker: Literal["fgsm", "pgd"] = "fgsm"
-    attacker_eps: PosFloat = 0.01
-    attacker_steps: PosInt = 10
-    attacker_step_size: PosFloat | None = None
-    xi: PosFloat = 0.1
-    norm: Literal["inf", "2"] = "inf"
-    max_iter: PosInt = 20
-    delta: Annotated[float, Field(ge=0, le=1)] = 0.2
-    batch_size: PosInt = 32
-
-    _norm = field_validator("norm", mode="before")(_norm)
-
-
-class CwL2Params(_Params):
-    confidence: NonNegFloat = 0.0
-    learning_rate: PosFloat = 0.01
-    binary_search_steps: PosInt = 10
-    max_iter: PosInt = 10
-    initial_const: PosFloat = 0.01
-    abort_early: bool = False
-
-
-class BoundaryParams(_Params):
-    max_iter: NonNegInt = 5000
-    delta: PosFloat = 0.01
-    epsilon: PosFloat = 0.01
-    step_adapt: Annotated[float, Field(gt=0, lt=1)] = 0.667
-    num_trial: PosInt = 25
-    sample_size: PosInt = 20
-    init_size: PosInt = 100
-    init_starts: PosInt = 1
-    init_search_steps: NonNegInt = 0
-    min_epsilon: NonNegFloat = 0.0
-    guided: bool = True
-    step_mode: Literal["trial", "single"] = "trial"
-
-
-class PgdParams(_BallParams):
-    steps: PosInt = 40
-    step_size: PosFloat | None = None  # None: 2.5 * eps / steps
-    random_start: bool = True
-    restarts: PosInt = 1
-
-
-class ApgdParams(_BallParams):
-    steps: PosInt = 100
-    restarts: PosInt = 1
-
-
-class SquareParams(_BallParams):
-    max_queries: PosInt = 5000
-    p_init: Fraction = 0.8
-
-
-class HopSkipJumpParams(_Params):
-    norm: Literal["2", "inf"] = "2"
-    max_iter: NonNegInt = 50
-    max_eval: PosInt = 10000
-    init_eval: PosInt = 100
-    init_size: PosInt = 100
-    max_queries: PosInt | None = None
-
-    _norm = field_validator("norm", mode="before")(_norm)
-
-
-class FmnParams(_Params):
-    norm: Literal["2", "inf"] = "2"
-    steps: PosInt = 100
-    alpha_init: PosFloat = 1.0
-    alpha_final: PosFloat | None = None
-    gamma_init: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    gamma_final: Annotated[float, Field(gt=0, lt=1)] = 0.001
-
-    _norm = field_validator("norm", mode="before")(_norm)
-
-
-# Common parameters of every gradient-based attack: the quantizers' backward pass while
-# crafting (annt.quant.surrogate). Left out of validated parameters while at their defaults, so
-# that results stored before the option existed keep their identity.
-GRADIENT_DEFAULTS: dict[str, Any] = {
-    "gradient": DEFAULT_GRADIENT,
-    "gradient_temperature": DEFAULT_TEMPERATURE,
-}
-
-
-def _with_gradient_option(model: type[BaseModel]) -> type[BaseModel]:
-    """``model`` plus the ``gradient`` and ``gradient_temperature`` parameters."""
-    return create_model(
-        model.__name__,
-        __base__=model,
-        gradient=(Literal[GRADIENTS], DEFAULT_GRADIENT),
-        gradient_temperature=(PosFloat, DEFAULT_TEMPERATURE),
-    )
+    def __init__(self, message: str, key: str = "", problem: str = "") -> None:
+        self.key, self.problem = key, problem or message
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
 class AttackSpec:
-    """A registered attack; gradient-based ones also accept the common gradient option."""
+    """A registered attack; gradient-based ones also accept the common gradient option.
+
+    ``params_model`` defaults to the model the function was declared with (``@takes``);
+    ``universal`` attacks compute one result over the whole set and are never chunked.
+    """
 
     name: str
     fn: Callable[..., AttackResult]
-    params_model: type[BaseModel]
     description: str
     gradient_based: bool = True
+    universal: bool = False
+    params_model: type[BaseModel] = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.gradient_based and "gradient" not in self.params_model.model_fields:
-            object.__setattr__(self, "params_model", _with_gradient_option(self.params_model))
+        model = self.params_model or getattr(getattr(self.fn, "func", self.fn), "params_model", None)
+        if model is None:
+            raise TypeError(f"attack {self.name!r}: its function has no parameter model (use @takes)")
+        if self.gradient_based and "gradient" not in model.model_fields:
+            model = with_gradient_option(model)
+        object.__setattr__(self, "params_model", model)
 
 
 _REGISTRY: dict[str, AttackSpec] = {
     spec.name: spec
     for spec in (
-        AttackSpec("fgsm", fgsm.attack, FgsmParams, "Fast Gradient Sign Method (norm=2: FGM)"),
-        AttackSpec("jsma", jsma.attack, JsmaParams, "Jacobian Saliency Map Attack, pairwise"),
-        AttackSpec("uap", uap.attack, UapParams, "Universal Adversarial Perturbation"),
-        AttackSpec("cw_l2", cw.attack, CwL2Params, "Carlini & Wagner L2"),
-        AttackSpec(
-            "boundary", boundary.attack, BoundaryParams, "Boundary Attack (decision-based)", False
-        ),
-        AttackSpec("fmn", fmn.attack, FmnParams, "Fast Minimum-Norm attack (L2 / Linf)"),
-        AttackSpec("pgd", pgd.attack, PgdParams, "Projected Gradient Descent, Linf/L2, restarts"),
-        AttackSpec("apgd_ce", apgd.attack_ce, ApgdParams, "Auto-PGD with cross-entropy loss"),
-        AttackSpec("apgd_dlr", apgd.attack_dlr, ApgdParams, "Auto-PGD with the DLR loss"),
-        AttackSpec(
-            "hop_skip_jump", hop_skip_jump.attack, HopSkipJumpParams,
-            "HopSkipJump (decision-based, L2 / Linf)", False,
-        ),
-        AttackSpec(
-            "square", square.attack, SquareParams, "Square Attack (score-based, no gradients)", False
-        ),
+        AttackSpec("fgsm", fgsm.attack, "Fast Gradient Sign Method (norm=2: FGM)"),
+        AttackSpec("jsma", jsma.attack, "Jacobian Saliency Map Attack, pairwise"),
+        AttackSpec("uap", uap.attack, "Universal Adversarial Perturbation", universal=True),
+        AttackSpec("cw_l2", cw.attack, "Carlini & Wagner L2"),
+        AttackSpec("boundary", boundary.attack, "Boundary Attack (decision-based)", gradient_based=False),
+        AttackSpec("fmn", fmn.attack, "Fast Minimum-Norm attack (L2 / Linf)"),
+        AttackSpec("pgd", pgd.attack, "Projected Gradient Descent, Linf/L2, restarts"),
+        AttackSpec("apgd_ce", apgd.attack_ce, "Auto-PGD with cross-entropy loss"),
+        AttackSpec("apgd_dlr", apgd.attack_dlr, "Auto-PGD with the DLR loss"),
+        AttackSpec("hop_skip_jump", hop_skip_jump.attack, "HopSkipJump (decision-based, L2 / Linf)",
+                   gradient_based=False),
+        AttackSpec("square", square.attack, "Square Attack (score-based, no gradients)", gradient_based=False),
     )
 }
+
+
+def universal_attacks() -> frozenset[str]:
+    """Names of the attacks whose result depends on the whole set (one noise for all images)."""
+    return frozenset(name for name, spec in _REGISTRY.items() if spec.universal)
 
 
 def list_attacks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_attack(name: str) -> AttackSpec:
-    key = str(name).strip().lower().replace("-", "_")
+def get_attack(name: str, *, exact: bool = False) -> AttackSpec:
+    """The attack called ``name`` (any case, ``-`` for ``_``; only its own name when ``exact``)."""
+    key = str(name) if exact else str(name).strip().lower().replace("-", "_")
     if key not in _REGISTRY:
         raise AnntError(f"unknown attack {name!r}: choose one of {', '.join(list_attacks())}")
     return _REGISTRY[key]
@@ -263,32 +140,33 @@ def check_model_supports(name: str, model: nn.Module, label: str = "the model") 
                         " a differentiable model (checkpoint, factory or TorchScript)")
 
 
-def _describe(name: str, model: type[BaseModel], err: ValidationError) -> str:
+def _param_error(name: str, model: type[BaseModel], err: ValidationError) -> ParamError:
     """The first validation problem as one line naming attack, parameter and value."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "?"
+    key = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         valid = ", ".join(model.model_fields)
-        return f"unknown parameter {key!r} for attack {name!r}: valid parameters are {valid}"
-    msg = first["msg"].removeprefix("Value error, ")
+        return ParamError(f"unknown parameter {key!r} for attack {name!r}: valid parameters are {valid}",
+                          key, f"unknown parameter of {name} (valid: {valid})")
     if not first["loc"]:  # a whole-model rule (e.g. a count bound): the message names the key
-        return f"bad parameter for attack {name!r}: {msg}"
-    return f"bad parameter {key!r} for attack {name!r}: {msg} (got {str(repr(first.get('input')))[:100]})"
+        return ParamError(f"bad parameter for attack {name!r}: {msg}", "", msg)
+    return ParamError(f"bad parameter {key!r} for attack {name!r}: {msg}"
+                      f" (got {str(repr(first.get('input')))[:100]})", key, msg)
 
 
 def validate_params(name: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """Validated parameters of attack ``name`` with defaults filled in."""
+    """Validated parameters of attack ``name`` with defaults filled in, as a result is keyed:
+    parameters added after the first release are left out while at their defaults
+    (``annt.inputs.identity``). A bad parameter raises :class:`ParamError`."""
     spec = get_attack(name)
     if params is not None and not isinstance(params, dict):
-        raise AnntError(f"parameters of attack {spec.name!r} must be a mapping, got {params!r}")
+        raise ParamError(f"parameters of attack {spec.name!r} must be a mapping, got {params!r}")
     try:
         values = spec.params_model.model_validate(dict(params or {})).model_dump()
     except ValidationError as err:
-        raise AnntError(_describe(spec.name, spec.params_model, err)) from None
-    for key, default in GRADIENT_DEFAULTS.items():
-        if key in values and values[key] == default:
-            del values[key]
-    return values
+        raise _param_error(spec.name, spec.params_model, err) from None
+    return identity(spec.params_model, values)
 
 
 def parse_param(text: str) -> tuple[str, Any]:
@@ -308,20 +186,23 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, raw
 
 
-def _batched(
-    fn: Callable[..., AttackResult],
-    model: nn.Module,
+def _in_chunks(
+    run: Callable[[torch.Tensor, torch.Tensor, int | None], AttackResult],
     inputs: torch.Tensor,
     labels: torch.Tensor,
-    params: dict[str, Any],
+    chunk: int,
     seed: int | None,
-    batch_size: int,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> AttackResult:
-    """Run ``fn`` chunk by chunk (chunk i seeded with seed + i) and concatenate the results."""
-    parts = [
-        fn(model, x, y, seed=None if seed is None else seed + i, **params)
-        for i, (x, y) in enumerate(zip(inputs.split(batch_size), labels.split(batch_size)))
-    ]
+    """``run(x, y, seed)`` on consecutive chunks of ``chunk`` images, chunk ``i`` seeded with
+    ``seed + i``, the results concatenated: a result depends only on the inputs, the parameters,
+    the seed and the chunk size."""
+    parts: list[AttackResult] = []
+    for i, start in enumerate(range(0, len(inputs), chunk)):
+        xs, ys = inputs[start : start + chunk], labels[start : start + chunk]
+        parts.append(run(xs, ys, None if seed is None else seed + i))
+        if on_chunk is not None:
+            on_chunk(len(xs))
     return concat_results(parts)
 
 
@@ -352,6 +233,31 @@ def run_attack(
         return _dispatch(spec, model, inputs, labels, values, seed, backend, batch_size)
 
 
+def craft(
+    name: str,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int,
+    backend: str = "annt",
+    chunk: int = 100,
+    on_chunk: Callable[[int], None] | None = None,
+) -> AttackResult:
+    """Run an attack in chunks of ``chunk`` images (one chunk for universal attacks), chunk ``i``
+    seeded with ``seed + i`` (the study engine's crafting: the chunk size is part of a cell's
+    identity); ``on_chunk(n)`` is called after each chunk of ``n`` images."""
+    spec = get_attack(name)
+    if spec.universal:
+        chunk = len(inputs)
+
+    def run(xs: torch.Tensor, ys: torch.Tensor, chunk_seed: int | None) -> AttackResult:
+        return run_attack(spec.name, model, xs, ys, dict(params or {}), seed=chunk_seed, backend=backend)
+
+    return _in_chunks(run, inputs, labels, chunk, seed, on_chunk)
+
+
 def _dispatch(
     spec: AttackSpec,
     model: nn.Module,
@@ -369,10 +275,14 @@ def _dispatch(
         return run_art(spec.name, model, inputs, labels, values, seed=seed, batch_size=batch_size)
     if backend != "annt":
         raise AnntError(f"unknown attack backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    if spec.name == "uap":
-        if batch_size is not None:
+    if spec.universal:
+        if batch_size is not None and "batch_size" in values:  # the inner batch size
             values["batch_size"] = batch_size
         return spec.fn(model, inputs, labels, seed=seed, **values)
     if batch_size is None or batch_size >= inputs.shape[0]:
         return spec.fn(model, inputs, labels, seed=seed, **values)
-    return _batched(spec.fn, model, inputs, labels, values, seed, batch_size)
+
+    def run(xs: torch.Tensor, ys: torch.Tensor, chunk_seed: int | None) -> AttackResult:
+        return spec.fn(model, xs, ys, seed=chunk_seed, **values)
+
+    return _in_chunks(run, inputs, labels, batch_size, seed)

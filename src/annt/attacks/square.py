@@ -29,17 +29,16 @@ from torch import nn
 
 from annt.attacks.base import (
     AttackResult,
-    bcast,
     check_batch,
     counts,
     eval_mode,
-    flat_norm,
     is_adversarial,
     make_generator,
 )
+from annt.attacks.geometry import bcast, check_norm, flat_norm
+from annt.attacks.params import BallParams, Fraction, PosInt, takes
 from annt.errors import AnntError
 
-NORMS = ("inf", "2")
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64),
              (6000, 128), (8000, 256))  # (upper end of the phase out of 10000, divisor of p)
 
@@ -173,16 +172,22 @@ def _step_l2(
     return (x + _unit(delta, "2") * eps).clamp(0.0, 1.0)
 
 
+class SquareParams(BallParams):
+    max_queries: PosInt = 5000
+    p_init: Fraction = 0.8
+
+
+@takes(SquareParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    eps: float = 0.3,
-    norm: str = "inf",
-    max_queries: int = 5000,
-    p_init: float = 0.8,
+    targeted: bool,
+    eps: float,
+    norm: str,
+    max_queries: int,
+    p_init: float,
     seed: int | None = None,
 ) -> AttackResult:
     """Square Attack within ``eps`` (Linf or L2) using at most ``max_queries`` forward passes.
@@ -190,9 +195,7 @@ def attack(
     ``adversarial`` is the best point found (lowest margin loss, or the first adversarial one).
     """
     labels = check_batch(inputs, labels, "square")
-    norm = str(norm)
-    if norm not in NORMS:
-        raise AnntError(f"square: norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    norm = check_norm("square", norm)
     if inputs.dim() != 4:
         raise AnntError(f"square: inputs must be images [N, C, H, W], got {tuple(inputs.shape)}")
     if min(inputs.shape[2:]) < (4 if norm == "2" else 2):

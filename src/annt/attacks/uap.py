@@ -15,34 +15,27 @@ starts from the clipped image and only its step enters ``v``, so ``v`` stays ima
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import torch
+from pydantic import Field, field_validator
 from torch import nn
 
 from annt.attacks.base import (
     AttackResult,
-    bcast,
     check_batch,
     counts,
     eval_mode,
-    flat_norm,
     is_adversarial,
     make_generator,
     predict,
 )
-from annt.attacks.fgsm import NORMS, gradient_step
+from annt.attacks.geometry import NORMS, gradient_step, project
+from annt.attacks.params import AttackParams, PosFloat, PosInt, norm_spelling, takes
 from annt.errors import AnntError
 from annt.models.inference import cached_inference_copy
 
 ATTACKERS = ("fgsm", "pgd")
-
-
-def project(noise: torch.Tensor, xi: float, norm: str) -> torch.Tensor:
-    """Nearest point of the Linf / L2 ball of radius ``xi`` (per sample)."""
-    if norm == "inf":
-        return noise.clamp(-xi, xi)
-    length = flat_norm(noise, 2.0)
-    scale = torch.where(length > xi, xi / length.clamp(min=1e-12), torch.ones_like(length))
-    return noise * bcast(scale, noise)
 
 
 def apply_universal_noise(inputs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -79,21 +72,36 @@ def _inner_attack(
     return adv
 
 
+class UapParams(AttackParams):
+    attacker: Literal["fgsm", "pgd"] = "fgsm"
+    attacker_eps: PosFloat = 0.01
+    attacker_steps: PosInt = 10
+    attacker_step_size: PosFloat | None = None
+    xi: PosFloat = 0.1
+    norm: Literal["inf", "2"] = "inf"
+    max_iter: PosInt = 20
+    delta: Annotated[float, Field(ge=0, le=1)] = 0.2
+    batch_size: PosInt = 32
+
+    _norm = field_validator("norm", mode="before")(norm_spelling)
+
+
+@takes(UapParams)
 def attack(
     model: nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor,
     *,
-    targeted: bool = False,
-    attacker: str = "fgsm",
-    attacker_eps: float = 0.01,
-    attacker_steps: int = 10,
-    attacker_step_size: float | None = None,
-    xi: float = 0.1,
-    norm: str = "inf",
-    max_iter: int = 20,
-    delta: float = 0.2,
-    batch_size: int = 32,
+    targeted: bool,
+    attacker: str,
+    attacker_eps: float,
+    attacker_steps: int,
+    attacker_step_size: float | None,
+    xi: float,
+    norm: str,
+    max_iter: int,
+    delta: float,
+    batch_size: int,
     seed: int | None = None,
 ) -> AttackResult:
     """Universal perturbation over ``inputs``; ``extras`` holds ``noise`` and ``fooling_rate``.

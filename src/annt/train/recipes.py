@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from annt.errors import AnntError
+from annt.inputs.identity import identity, later, later_fields
 
 
 class Recipe(BaseModel):
@@ -22,9 +23,9 @@ class Recipe(BaseModel):
     epochs: int = Field(10, ge=1, le=100_000)
     lr_milestones: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)  # epochs where lr is multiplied by 0.1
     lr_schedule: str = Field("step", pattern="^(step|cosine)$")  # cosine: per batch, from lr to 0
-    warmup_epochs: float = Field(0.0, ge=0)  # linear ramp from 0 to lr (per batch) before the schedule
-    nesterov: bool = False  # Nesterov momentum (SGD only)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross-entropy against smoothed one-hot labels
+    warmup_epochs: float = later(0.0, "0.2.0", ge=0)  # linear ramp from 0 to lr (per batch) before the schedule
+    nesterov: bool = later(False, "0.2.0")  # Nesterov momentum (SGD only)
+    label_smoothing: float = later(0.0, "0.2.0", ge=0, lt=1)  # cross-entropy against smoothed one-hot labels
     distill_weight: float = Field(0.0, ge=0, le=1)  # share of the loss from a teacher's soft labels
     distill_temperature: float = Field(4.0, gt=0, le=1000)
     augment: bool = False  # pad 4 + random crop + horizontal flip (CIFAR; flips are wrong for digits)
@@ -33,19 +34,17 @@ class Recipe(BaseModel):
     validation_size: int | None = None
     # seed of the held-out split: one split for every run whatever its training seed, so a run
     # that starts from or distils from another never validates on that one's training images
-    validation_seed: int = Field(0, ge=0)
+    validation_seed: int = later(0, "0.2.0", ge=0)
     # speed options (issue 11): off by default; results then equal those of earlier versions
-    channels_last: bool = False  # NHWC tensors for convolutions (faster oneDNN kernels on CPU)
-    compile: bool = False  # torch.compile the training forward/backward (minutes of warm-up)
-    bf16: bool = False  # bfloat16 autocast of the forward pass (changes results; see docs)
+    channels_last: bool = later(False, "0.2.0")  # NHWC tensors for convolutions (faster oneDNN kernels on CPU)
+    compile: bool = later(False, "0.2.0")  # torch.compile the training forward/backward (minutes of warm-up)
+    bf16: bool = later(False, "0.2.0")  # bfloat16 autocast of the forward pass (changes results; see docs)
 
 
-# Fields added after studies were first stored: left out of a study cell's identity while at
-# their defaults, so that models trained before they existed are reused, not retrained.
-_LATER_FIELDS = {
-    "warmup_epochs": 0.0, "nesterov": False, "label_smoothing": 0.0,
-    "channels_last": False, "compile": False, "bf16": False, "validation_seed": 0,
-}
+# Fields added after studies were first stored (declared with ``later`` above): left out of a
+# study cell's identity while at their defaults, so that models trained before they existed are
+# reused, not retrained; the same rule (annt.inputs.identity) keeps attack results valid.
+_LATER_FIELDS = later_fields(Recipe)
 # How a run executes, not what it trains (the same computation in another memory layout or
 # fused by a compiler: equal up to float rounding): a resumed run may switch them.
 EXECUTION_FIELDS = ("channels_last", "compile")
@@ -58,7 +57,7 @@ def recipe_identity(recipe: Recipe, seed: int = 0) -> dict:
     another seed than its validation seed keeps the field in its key (it trains on another
     split than such a cell did, so it must not be reused for it).
     """
-    kept = {k: v for k, v in recipe.model_dump().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    kept = identity(Recipe, recipe.model_dump())
     if seed != recipe.validation_seed:
         kept["validation_seed"] = recipe.validation_seed
     return kept
