@@ -125,3 +125,27 @@ def test_study_specs_accept_new_attacks_and_the_option():
     assert "gradient" not in validate_attack("fgsm", {"gradient": "ste"})
     with pytest.raises(ParamError, match="gradient"):
         validate_attack("hop_skip_jump", {"gradient": "soft"})
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_clip_edge_gradients_are_annts_not_torchs(k):
+    """At x = 0 and x = 1 exactly the clip counts as inside (gradient passes) in ste and soft,
+    whatever ``torch.clamp``'s backward does at its edges in the installed torch version."""
+    t = 0.25
+    x = torch.tensor([-1e-7, 0.0, 1.0, 1.0 + 1e-7])
+    edge = (1 - math.tanh(-0.5 / t) ** 2) / t / (2 * math.tanh(0.5 / t))  # frac = 0 at both edges
+    expected = {
+        "ste": [0.0, 1.0, 1.0, 0.0],
+        "soft": [0.0, edge, edge, 0.0],
+        "ste_noclip": [1.0, 1.0, 1.0, 1.0],
+    }
+    for mode, want in expected.items():
+        y, g = _act_grad(x, k, mode, t)
+        torch.testing.assert_close(g, torch.tensor(want), atol=1e-6, rtol=1e-6, msg=mode)
+        assert torch.equal(y, torch.round(x.clamp(0, 1) * (2**k - 1)) / (2**k - 1)), mode
+    assert abs(edge - 0.1466) < 1e-3  # the value torch 2.14 lost at x = 1 (issue: 0.147)
+    # forward values stay clamp's exactly, also for non-finite inputs
+    z = torch.tensor([-math.inf, math.inf, 0.5])
+    y, g = _act_grad(z, k, "soft", t)
+    assert torch.equal(y, torch.round(z.clamp(0, 1) * (2**k - 1)) / (2**k - 1))
+    assert torch.equal(g[:2], torch.zeros(2))

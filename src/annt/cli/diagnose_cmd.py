@@ -18,27 +18,60 @@ from annt.cli.common import (
 )
 from annt.device import exact_float32
 from annt.errors import AnntError
+from annt.robustness.defaults import (
+    DEFAULT_NORM,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    DEFAULT_TOLERANCE,
+    GRADIENT_ATTACKS,
+    NORMS,
+)
+
+# The options mirror the study spec's ``diagnose:`` block (annt.experiments.spec.DiagnoseSpec),
+# field -> option dest; defaults come from annt.robustness.defaults, the one source that
+# annt.diagnose uses too. tests/foundation/test_cli_reference.py fails when a DiagnoseSpec
+# field has no option here, or a default disagrees.
+SPEC_OPTIONS = {
+    "eps": "eps", "norm": "norm", "samples": "samples", "attacks": "attacks", "params": "param",
+    "surrogate": "surrogate", "grow": "no_grow", "tolerance": "tolerance",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("diagnose", help="is the model robust or are its gradients masked? (checklist + verdict)")
     add_model_source(p, flag_help="the model to diagnose")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's)")
-    p.add_argument("--samples", type=positive_int, default=200, help="correctly classified test images")
+    p.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES, help="correctly classified test images")
     p.add_argument("--eps", type=float, action="append", required=True, help="budget (repeatable)")
-    p.add_argument("--norm", default="inf", choices=("inf", "2"))
-    p.add_argument("--attacks", default=None, help="comma-separated attacks (default: fgsm,pgd,apgd_ce,apgd_dlr + gradient-free ones registered)")
+    p.add_argument("--norm", default=DEFAULT_NORM, choices=NORMS)
+    p.add_argument("--attacks", default=None,
+                   help=f"comma-separated attacks (default: {','.join(GRADIENT_ATTACKS)} + gradient-free ones registered)")
     p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE", help="attack parameter, e.g. pgd.steps=100 (repeatable)")
     p.add_argument("--surrogate", default=None,
                    help="model to craft transfer attacks on: checkpoint folder, zoo:NAME or TorchScript file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--no-grow", action="store_true", help="skip the growing-eps check")
+    p.add_argument(
+        "--tolerance", type=unit_float, default=DEFAULT_TOLERANCE, metavar="T",
+        help=f"robust accuracies closer than T count as equal in the verdict (0..1, default {DEFAULT_TOLERANCE:g})",
+    )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
     add_data_dir(p)
     add_device(p)
     add_trust(p)
     p.set_defaults(func=run)
+
+
+def unit_float(text: str) -> float:
+    """argparse type for a number in [0, 1] (DiagnoseSpec.tolerance's range)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
 
 
 def parse_attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -86,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     result = diagnose(
         model, args.dataset, samples=args.samples, eps=args.eps, norm=args.norm, attacks=attacks,
         params=parse_attack_params(args.param), surrogate=surrogate, seed=args.seed,
-        data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow,
+        data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow, tolerance=args.tolerance,
     )
     result.checkpoint = model_label(args)
     if args.surrogate:

@@ -19,6 +19,23 @@ from annt.inputs.numbers import finite_float_arg, milestone_list, seed_arg
 from annt.models import model_info
 from annt.quant import parse_bits
 
+# Every field of annt.train.recipes.Recipe is an option of ``annt train`` under its own name
+# (``--lr-milestones`` -> dest ``lr_milestones``), default None: the model family's recipe
+# (annt.train.recipes.default_recipe) fills in what is not given. ``run`` passes them on by
+# these names. tests/foundation/test_cli_reference.py fails when a Recipe field has neither an
+# option here nor an entry in RECIPE_EXCLUDED (with the reason), when an option's choices
+# differ from the field's allowed values, or when a default named in a help text disagrees.
+# (Not generated from the Recipe: importing annt.train costs the CLI's start-up ~0.4 s.)
+RECIPE_OPTIONS = (
+    "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "lr_milestones", "lr_schedule",
+    "warmup_epochs", "nesterov", "label_smoothing", "distill_weight", "distill_temperature", "augment",
+    "random_shift", "dropout", "validation_size", "validation_seed", "channels_last", "compile", "bf16",
+)
+RECIPE_EXCLUDED: dict[str, str] = {}  # Recipe field -> why ``annt train`` does not offer it
+OPTIMIZERS = ("adam", "sgd")  # Recipe.optimizer's pattern
+LR_SCHEDULES = ("step", "cosine")  # Recipe.lr_schedule's pattern
+RECIPE_DEFAULTS = {"distill_temperature": 4.0, "validation_seed": 0}  # as stated in the help texts
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (FP or DoReFa-quantized); resumes if interrupted")
@@ -46,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="E1,E2", help="epochs at which the learning rate is multiplied by 0.1",
     )
     p.add_argument(
-        "--lr-schedule", choices=("step", "cosine"), default=None,
+        "--lr-schedule", choices=LR_SCHEDULES, default=None,
         help="step (x0.1 at each milestone) or cosine (per batch, from --lr down to 0)",
     )
     p.add_argument(
@@ -56,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None, help="Nesterov momentum (sgd)")
     p.add_argument("--label-smoothing", type=float, default=None, help="cross-entropy label smoothing (0..1)")
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
     p.add_argument("--weight-decay", type=finite_float_arg, default=None)
     p.add_argument("--momentum", type=finite_float_arg, default=None)
     p.add_argument(
@@ -86,7 +103,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--validation-seed", type=seed_arg, default=None,
-                   help="seed of the held-out validation split (default 0, whatever --seed is)")
+                   help=f"seed of the held-out validation split (default {RECIPE_DEFAULTS['validation_seed']},"
+                   " whatever --seed is)")
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
     p.add_argument(
         "--init-from", default=None, metavar="CHECKPOINT",
@@ -99,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         " with --model-factory also a weights file of the factory's FP network",
     )
     p.add_argument("--distill-weight", type=finite_float_arg, default=None, help="share of the teacher's loss (default 0.5)")
-    p.add_argument("--distill-temperature", type=finite_float_arg, default=None, help="softening temperature (default 4)")
+    p.add_argument("--distill-temperature", type=finite_float_arg, default=None,
+                   help=f"softening temperature (default {RECIPE_DEFAULTS['distill_temperature']:g})")
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/train/MODEL-DATASET-BITS-sSEED)")
     p.add_argument("--no-progress", action="store_true")
@@ -144,19 +163,14 @@ def run(args: argparse.Namespace) -> int:
     keep_fp = [k.strip() for k in args.keep_fp.split(",") if k.strip()] if args.keep_fp is not None else None
     out = args.out or f"runs/train/{slug(short)}-{ds.name.replace(':', '_').replace('/', '_')}-{spec.tag}-s{args.seed}"
     result = train_model(
-        name, dataset, spec, out, epochs=args.epochs, seed=args.seed,
+        name, dataset, spec, out, seed=args.seed,
         model_args=model_args(args.model_arg) if args.model_factory else None,
         preprocess={"mean": args.mean, "std": args.std} if args.mean is not None else None,
         keep_fp=keep_fp,
         data_dir=args.data_dir, device=resolve_device(args.device), progress=not args.no_progress,
-        train_limit=args.train_limit, lr=args.lr, lr_milestones=args.lr_milestones,
-        lr_schedule=args.lr_schedule, warmup_epochs=args.warmup_epochs, nesterov=args.nesterov,
-        label_smoothing=args.label_smoothing, batch_size=args.batch_size,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, momentum=args.momentum,
-        augment=args.augment, random_shift=args.random_shift, dropout=args.dropout,
-        channels_last=args.channels_last, compile=args.compile, bf16=args.bf16,
-        validation_size=args.validation_size, validation_seed=args.validation_seed, init_from=args.init_from,
-        teacher=args.teacher, trust_unverified=args.trust_unverified, distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        train_limit=args.train_limit, init_from=args.init_from, teacher=args.teacher,
+        trust_unverified=args.trust_unverified,
+        **{field: getattr(args, field) for field in RECIPE_OPTIONS},  # None: the family's recipe value
     )
     if args.model_factory:
         import sys

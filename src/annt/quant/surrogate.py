@@ -15,6 +15,12 @@ Modes (gradient of the activation ``q(x) = round(clip(x, 0, 1) * n) / n`` w.r.t.
   ``y = clip(x, 0, 1) * n``; 0 outside [0, 1]. Large ``T`` tends to ``ste``; small ``T``
   concentrates the gradient at the rounding thresholds.
 
+At the clip edges ``x = 0`` and ``x = 1`` exactly, ``ste`` and ``soft`` count ``x`` as inside
+(the clip passes the gradient, ``x >= 0 and x <= 1``), as ``_ClipQuantize`` does for training.
+ANNT sets this itself (``_clip_passing_edges``), not ``torch.clamp``'s backward, whose value at
+the edges has changed between torch versions (torch 2.13 passes it; the issue reports 0 at x = 1
+with torch 2.14.1).
+
 Usage: ``with gradient_surrogate("soft", 0.25): ...attack...``; the registry applies it for
 the ``gradient`` / ``gradient_temperature`` parameters of every gradient-based attack.
 """
@@ -60,12 +66,23 @@ def gradient_surrogate(
         _ACTIVE.reset(token)
 
 
+def _clip_passing_edges(x: torch.Tensor) -> torch.Tensor:
+    """``clip(x, 0, 1)`` with gradient 1 on the closed interval [0, 1] (edges included), 0 outside.
+
+    The forward value is exactly ``torch.clamp``'s (inside [0, 1] the clamp is ``x`` itself);
+    only the backward is defined here, by ``torch.where``'s selection, instead of by the version
+    of ``torch.clamp``'s derivative.
+    """
+    inside = (x >= 0) & (x <= 1)
+    return torch.where(inside, x, x.detach().clamp(0.0, 1.0))
+
+
 def surrogate_activation(x: torch.Tensor, q: torch.Tensor, k: int, mode: str, temperature: float) -> torch.Tensor:
     """``q`` (the exact quantized value of ``x``) carrying the gradient of surrogate ``mode``."""
     if mode == "ste_noclip":
         return q.detach() + (x - x.detach())
     n = float(2**k - 1)
-    y = x.clamp(0.0, 1.0) * n
+    y = _clip_passing_edges(x) * n
     base = y.detach().floor()
     frac = y - base
     smooth = torch.tanh((frac - 0.5) / temperature) / (2 * math.tanh(0.5 / temperature) * n)

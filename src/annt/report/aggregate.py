@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +55,52 @@ def stat(values: Iterable[Any]) -> Stat:
 
 
 def group(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[tuple, list[dict[str, Any]]]:
-    """Rows grouped by ``keys`` (insertion order kept)."""
+    """Rows grouped by ``keys`` (insertion order kept: pass ``canonical`` rows for a stable order)."""
     out: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         out.setdefault(tuple(row[k] for k in keys), []).append(row)
     return out
 
 
-def ordered_labels(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Attack labels in the order the study first ran them."""
-    return list(dict.fromkeys(r["label"] for r in rows))
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def label_rank(labels: Sequence[str] | None) -> Callable[[str], tuple[int, str]]:
+    """Sort key of attack labels: those of ``labels`` (the study spec's order) first, in that
+    order, then any other label alphabetically."""
+    where = {lab: i for i, lab in enumerate(dict.fromkeys(labels or ()))}
+    return lambda label: (where.get(label, len(where)), _text(label))
+
+
+def ordered_labels(rows: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> list[str]:
+    """The attack labels of ``rows`` in a fixed order: ``labels`` (the spec's order) first, then
+    the rest alphabetically. Never the order rows were stored in: with parallel workers that is
+    the order cells happened to finish (issue: table6.csv differed with ``--workers 2``)."""
+    return sorted({r["label"] for r in rows}, key=label_rank(labels))
+
+
+def result_key(labels: Sequence[str] | None = None) -> Callable[[dict[str, Any]], tuple]:
+    """Total order of result rows: dataset, source model, attack label, source bits (bitwidth
+    order), target model, target bits, mode, run, then the cell ids (ties are then impossible)."""
+    rank = label_rank(labels)
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (
+            _text(r.get("dataset")), _text(r.get("source_model")), rank(r.get("label")),
+            bits_order(_text(r.get("source_bits"))), _text(r.get("target_model")),
+            bits_order(_text(r.get("target_bits"))), _text(r.get("mode")), int(r.get("run") or 0),
+            _text(r.get("cell")), _text(r.get("set_cell")),
+        )
+
+    return key
+
+
+def canonical(rows: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``rows`` sorted by ``result_key``: what every table, figure and CSV is built from, so a
+    report does not depend on the executor, the worker count or the order cells finished in
+    (and means over runs are summed in one order: the same float bits every time)."""
+    return sorted(rows, key=result_key(labels))
 
 
 def ordered_bits(rows: Sequence[dict[str, Any]], column: str) -> list[str]:

@@ -14,10 +14,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from annt.report.aggregate import bits_label, bits_order  # noqa: E402
 from annt.report.figures import save_figure  # noqa: E402
+from annt.robustness.defaults import DEFAULT_ATTACKS  # noqa: E402
 from annt.store.atomic import atomic_write_text  # noqa: E402
 from annt.store.naming import slug  # noqa: E402
 
-COLUMNS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square", "hop_skip_jump")
+COLUMNS = DEFAULT_ATTACKS  # the checklist's attacks, in its order; others follow alphabetically
 
 
 def load_summaries(out_dir: Path) -> list[dict[str, Any]]:

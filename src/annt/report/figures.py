@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from annt.report.aggregate import bits_label, group, ordered_bits, ordered_labels, stat  # noqa: E402
+from annt.report.aggregate import bits_label, canonical, group, ordered_bits, ordered_labels, stat  # noqa: E402
 from annt.report.tables import Matrix  # noqa: E402
 from annt.store.atomic import atomic_write  # noqa: E402
 
@@ -47,13 +47,19 @@ def heatmap(matrix: Matrix, path: Path) -> Path:
 
 
 def metric_vs_bits(
-    rows: Sequence[dict[str, Any]], metric: str, ylabel: str, title: str, path: Path
+    rows: Sequence[dict[str, Any]], metric: str, ylabel: str, title: str, path: Path,
+    labels: Sequence[str] | None = None,
 ) -> Path:
-    """One line per attack label: mean over runs (error bars: std) against the bitwidth."""
+    """One line per attack label: mean over runs (error bars: std) against the bitwidth.
+
+    Lines (and legend entries) in ``labels`` order, then alphabetically; means summed in run
+    order: the PNG does not depend on the order the results were stored in.
+    """
+    rows = canonical(rows, labels)
     bits = ordered_bits(rows, "source_bits")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     per = group(rows, ("label", "source_bits"))
-    for label in ordered_labels(rows):
+    for label in ordered_labels(rows, labels):
         stats = [stat(r[metric] for r in per.get((label, b), [])) for b in bits]
         ys = [s.mean for s in stats]
         errs = [0.0 if math.isnan(s.std) else s.std for s in stats]

@@ -1,7 +1,10 @@
 """The paper's tables from result rows: Table 6 (direct attacks), Table 7 (JSMA L0), transfer matrices.
 
 Every table exists as rows of plain values (for CSV) and as Markdown. Values are means over
-runs with the sample standard deviation (``mean ± std``).
+runs with the sample standard deviation (``mean ± std``). Rows are ordered by content alone
+(``aggregate.canonical``; attack labels in the spec's order when ``labels`` is given), never by
+the order results were stored in, so one study gives byte-identical tables whatever executor
+or number of workers ran it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from annt.report.aggregate import bits_label, bits_order, group, ordered_bits, ordered_labels, stat
+from annt.report.aggregate import (
+    bits_label,
+    bits_order,
+    canonical,
+    group,
+    label_rank,
+    ordered_bits,
+    ordered_labels,
+    stat,
+)
 
 TABLE6_METRICS = ("adversarial_accuracy", "mean_l2", "mean_linf")
 UNFLAGGED = {
@@ -49,14 +61,14 @@ def _direct(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["mode"] == "direct"]
 
 
-def table6(rows: Sequence[dict[str, Any]]) -> Table:
+def table6(rows: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> Table:
     """Per dataset, model, attack and bitwidth: adversarial accuracy, mean L2, mean Linf.
 
     Each statistic appears twice: over all samples (the paper's Table 6) and with flagged
     (unrecognisable) images removed, next to the flagged count summed over runs.
     """
-    direct = _direct(rows)
-    labels = ordered_labels(direct)
+    direct = canonical(_direct(rows), labels)
+    rank = label_rank(labels)
     header = ["dataset", "model", "attack", "bits", "adv. acc.", "L2", "L∞", "flagged",
               "adv. acc. (unflagged)", "L2 (unflagged)", "L∞ (unflagged)", "runs"]
     metrics = list(TABLE6_METRICS) + [UNFLAGGED[m] for m in TABLE6_METRICS]
@@ -66,7 +78,7 @@ def table6(rows: Sequence[dict[str, Any]]) -> Table:
     csv_header += ["n_flagged", "n_samples"]
     out_rows, csv_rows = [], []
     groups = group(direct, ("dataset", "source_model", "label", "source_bits"))
-    order = sorted(groups, key=lambda k: (k[0], k[1], labels.index(k[2]), bits_order(k[3])))
+    order = sorted(groups, key=lambda k: (k[0], k[1], rank(k[2]), bits_order(k[3])))
     for dataset, model, label, bits in order:
         runs = groups[(dataset, model, label, bits)]
         stats = [stat(r[m] for r in runs) for m in metrics]
@@ -82,10 +94,10 @@ def table6(rows: Sequence[dict[str, Any]]) -> Table:
     return Table("Table 6: direct attacks", header, out_rows, csv_header, csv_rows)
 
 
-def table7(rows: Sequence[dict[str, Any]], attack: str = "jsma") -> Table:
+def table7(rows: Sequence[dict[str, Any]], attack: str = "jsma", labels: Sequence[str] | None = None) -> Table:
     """Mean (and median) L0 of successful ``attack`` examples per dataset, model and bitwidth."""
-    direct = [r for r in _direct(rows) if r["attack"] == attack]
-    labels = ordered_labels(direct)
+    direct = canonical([r for r in _direct(rows) if r["attack"] == attack], labels)
+    labels = ordered_labels(direct, labels)
     header = ["dataset", "model", "bits"] + [f"{lab} mean L0" for lab in labels] + [f"{lab} median L0" for lab in labels]
     csv_header = ["dataset", "model", "bits", "attack", "runs", "mean_l0_mean", "mean_l0_std", "median_l0_mean"]
     out_rows, csv_rows = [], []
@@ -142,16 +154,21 @@ class Matrix:
         return Table(title, header, rows, csv_header, csv_rows)
 
 
-def transfer_matrices(rows: Sequence[dict[str, Any]]) -> list[Matrix]:
-    """One matrix per dataset, attack label and (source, target) model pair with transfers.
+def transfer_matrices(rows: Sequence[dict[str, Any]], labels: Sequence[str] | None = None) -> list[Matrix]:
+    """One matrix per dataset, attack label and (source, target) model pair with transfers,
+    in that order (labels in ``labels`` order, then alphabetically).
 
     The diagonal of a same-model matrix is the direct evaluation, as in the original tool.
     """
     if not any(r["mode"] == "transfer" for r in rows):
         return []
+    rows = canonical(rows, labels)
+    rank = label_rank(labels)
     out = []
-    for (dataset, label), items in group(rows, ("dataset", "label")).items():
-        pairs = dict.fromkeys((r["source_model"], r["target_model"]) for r in items)
+    grouped = group(rows, ("dataset", "label"))
+    for dataset, label in sorted(grouped, key=lambda k: (k[0], rank(k[1]))):
+        items = grouped[(dataset, label)]
+        pairs = sorted({(r["source_model"], r["target_model"]) for r in items})
         for src_model, tgt_model in pairs:
             sub = [r for r in items if r["source_model"] == src_model and r["target_model"] == tgt_model]
             if not any(r["mode"] == "transfer" for r in sub):
@@ -170,7 +187,8 @@ def transfer_matrices(rows: Sequence[dict[str, Any]]) -> list[Matrix]:
 def models_table(models: Sequence[dict[str, Any]]) -> Table:
     """Clean test accuracy of every model of the study (trained or loaded)."""
     header = ["dataset", "model", "bits", "origin", "test accuracy", "best epoch", "checkpoint"]
-    ordered = sorted(models, key=lambda m: (m["dataset"], m["model"], bits_order(m["bits_tag"])))
+    ordered = sorted(models, key=lambda m: (m["dataset"], m["model"], bits_order(m["bits_tag"]),
+                                            *(str(m.get(k) or "") for k in ("origin", "checkpoint", "sha256"))))
     rows = [[m["dataset"], m["model"], bits_label(m["bits_tag"]), m["origin"],
              "-" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}",
              str(m["epochs"] or "-"), f"`{m['checkpoint']}`"] for m in ordered]

@@ -15,7 +15,7 @@ from annt.errors import AnntError
 from annt.inputs.files import read_npz
 from annt.metrics.distances import L0_TOLERANCE
 from annt.metrics.flags import FlagCriterion
-from annt.report.aggregate import bits_label, bits_order, group
+from annt.report.aggregate import bits_label, bits_order, canonical, group, label_rank, result_key
 from annt.report.figures import heatmap, metric_vs_bits
 from annt.report.images import adversarial_grid, progression_grid
 from annt.report.tables import Table, models_table, table6, table7, transfer_matrices
@@ -44,7 +44,16 @@ def _study_rows(out_dir: Path, study: str | None) -> tuple[dict[str, Any] | None
     return info, tables
 
 
-def _disagreements(rows: list[dict[str, Any]], sets: list[dict[str, Any]]) -> list[str]:
+def _spec_labels(spec: dict[str, Any] | None) -> list[str] | None:
+    """Attack labels in the order the study spec lists them (the reports' order of attacks)."""
+    try:
+        return [str(a.get("label") or a["name"]) for a in (spec or {}).get("attacks") or []] or None
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def _disagreements(rows: list[dict[str, Any]], sets: list[dict[str, Any]],
+                   labels: list[str] | None = None) -> list[str]:
     """Direct evaluations whose success count differs from the attack's own count.
 
     Minimal-perturbation attacks end on the decision boundary; on a quantized model such a point
@@ -53,8 +62,7 @@ def _disagreements(rows: list[dict[str, Any]], sets: list[dict[str, Any]]) -> li
     """
     by_cell = {s["cell"]: s for s in sets}
     lines = []
-    for r in sorted(rows, key=lambda r: (r["dataset"], r["source_model"], r["label"],
-                                         bits_order(r["source_bits"]), r["run"])):
+    for r in sorted(rows, key=result_key(labels)):
         s = by_cell.get(r["set_cell"])
         if r["mode"] != "direct" or s is None or s.get("source_success_rate") is None:
             continue
@@ -106,7 +114,8 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
 
     lines, cache = [], {}
     first = [r for r in sets if r["run"] == 0]
-    first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"])))
+    first.sort(key=lambda r: (r["dataset"], r["model"], r["label"], bits_order(r["bits_tag"]),
+                              *(str(r.get(k) or "") for k in ("cell", "path"))))
     present, missing = _on_disk(out_dir, first)
     for row in present:
         adv = load_recorded_set(out_dir / row["path"], row.get("sha256"))
@@ -128,8 +137,12 @@ def _grids(out_dir: Path, folder: Path, sets: list[dict[str, Any]], data_dir: st
     return lines
 
 
-def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]]) -> list[str]:
+def _progressions(out_dir: Path, folder: Path, rows: list[dict[str, Any]], labels: list[str] | None = None) -> list[str]:
     lines = []
+    rank = label_rank(labels)
+    rows = sorted(rows, key=lambda r: (str(r.get("dataset")), str(r.get("model")), rank(r.get("label")),
+                                       bits_order(str(r.get("bits_tag"))), str(r.get("cell") or ""),
+                                       str(r.get("path") or "")))
     present, missing = _on_disk(out_dir, rows)
     for row in present:
         z = read_npz(out_dir / row["path"], "progression file")
@@ -173,7 +186,9 @@ def write_report(
     if data_dir is None and spec:
         data_dir = spec.get("data_dir")
     folder = Path(report_dir) if report_dir else out_dir / REPORT_DIR
-    rows = t["results"]
+    labels = _spec_labels(spec)
+    # content order, not storage order: cells finish in any order with parallel workers
+    rows = canonical(t["results"], labels)
     title = f"Study {info['name']} ({info['id']})" if info else "All studies"
     md = [f"# {title}\n", f"Output directory: `{out_dir}`; {len(rows)} evaluations,"
           f" {len(t['attack_sets'])} adversarial sets, {len(t['models'])} models.\n"]
@@ -183,21 +198,23 @@ def write_report(
         md.append("## Direct attacks\n")
         md.append("Adversarial accuracy over all attacked samples; L2 and L∞ over the successful examples;"
                   " mean ± sample std over runs. " + _flag_text(spec) + "\n")
-        md.append(_write_table(table6(rows), folder, "table6"))
+        md.append(_write_table(table6(rows, labels), folder, "table6"))
         if any(r["attack"] == "jsma" and r["mode"] == "direct" for r in rows):
             md.append(f"L0 counts pixel positions where any channel changed by more than {L0_TOLERANCE:g}.\n")
-            md.append(_write_table(table7(rows), folder, "table7"))
-        md += _disagreements(rows, t["attack_sets"])
+            md.append(_write_table(table7(rows, labels=labels), folder, "table7"))
+        md += _disagreements(rows, t["attack_sets"], labels)
         md.append("## Metrics against bitwidth\n")
         direct = [r for r in rows if r["mode"] == "direct"]
-        for (dataset, model), sub in group(direct, ("dataset", "source_model")).items():
+        per_model = group(direct, ("dataset", "source_model"))
+        for dataset, model in sorted(per_model):
+            sub = per_model[(dataset, model)]
             base = f"{slug(dataset)}-{slug(model)}"
             for metric, ylabel in (("adversarial_accuracy", "adversarial accuracy"), ("mean_l2", "mean L2")):
                 name = f"plots/{metric}-{base}.png"
-                metric_vs_bits(sub, metric, ylabel, f"{ylabel} of {model} ({dataset})", folder / name)
+                metric_vs_bits(sub, metric, ylabel, f"{ylabel} of {model} ({dataset})", folder / name, labels)
                 md.append(f"![{ylabel} vs bitwidth, {model}]({name})")
         md.append("")
-        matrices = transfer_matrices(rows)
+        matrices = transfer_matrices(rows, labels)
         if matrices:
             md.append("## Transfer\n")
             md.append("Rows: source bitwidth; columns: target bitwidth; adversarial accuracy (mean over runs)"
@@ -222,7 +239,7 @@ def write_report(
     if t["progressions"]:
         md.append("## Boundary Attack progression\n")
         md.append("The same images and seed, stopped after growing numbers of iterations (paper Figure 3).\n")
-        md += _progressions(out_dir, folder, t["progressions"])
+        md += _progressions(out_dir, folder, t["progressions"], labels)
         md.append("")
     from annt.report.diagnose import diagnose_section
 

@@ -1,6 +1,25 @@
-"""Robustness diagnosis: is a model robust, or are its gradients masked? (``annt diagnose``)"""
+"""Robustness diagnosis: is a model robust, or are its gradients masked? (``annt diagnose``)
 
-from annt.robustness.runner import DiagnoseResult, diagnose, run_checklist
-from annt.robustness.store import load_diagnose, save_diagnose
+The names below load their modules on first use, so that ``annt.robustness.defaults`` (the
+checklist's defaults, read by the command line when it builds its parser) imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from annt.robustness.runner import DiagnoseResult, diagnose, run_checklist
+    from annt.robustness.store import load_diagnose, save_diagnose
 
 __all__ = ["DiagnoseResult", "diagnose", "load_diagnose", "run_checklist", "save_diagnose"]
+_HOME = {"DiagnoseResult": "runner", "diagnose": "runner", "run_checklist": "runner",
+         "load_diagnose": "store", "save_diagnose": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        import importlib
+
+        return getattr(importlib.import_module(f"annt.robustness.{_HOME[name]}"), name)
+    raise AttributeError(f"module 'annt.robustness' has no attribute {name!r}")

@@ -22,12 +22,16 @@ from annt.attacks import list_attacks
 from annt.errors import AnntError
 from annt.robustness import checks, verdict
 from annt.robustness.checks import Outcome
-
-DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd_ce", "apgd_dlr", "square", "hop_skip_jump")
-# HopSkipJump's own defaults (50 iterations of up to 10,000 queries) would dwarf the rest: give
-# it Square's default query budget. The caller's parameters override these.
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {"hop_skip_jump": {"max_queries": 5000}}
-NORMS = ("inf", "2")
+from annt.robustness.defaults import (  # noqa: F401  (the defaults live there; still importable from here)
+    DEFAULT_ATTACKS,
+    DEFAULT_GROW,
+    DEFAULT_NORM,
+    DEFAULT_PARAMS,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    DEFAULT_TOLERANCE,
+    NORMS,
+)
 
 
 @dataclass
@@ -91,15 +95,15 @@ def run_checklist(
     y: torch.Tensor,
     eps: list[float],
     *,
-    norm: str = "inf",
+    norm: str = DEFAULT_NORM,
     attacks: list[str] | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     surrogate: nn.Module | None = None,
     transfer_attack: str = "pgd",
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     batch_size: int | None = None,
-    tolerance: float = 0.01,
-    grow: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    grow: bool = DEFAULT_GROW,
 ) -> tuple[list[Outcome], dict[float, float], list[tuple[float, float]], dict[str, float], list[str], list[str]]:
     """The checklist on given images (already correctly classified by ``model``)."""
     params = {a: DEFAULT_PARAMS.get(a, {}) | (params or {}).get(a, {}) for a in set(DEFAULT_PARAMS) | set(params or {})}
@@ -157,18 +161,18 @@ def diagnose(
     checkpoint: str | Path | nn.Module,
     dataset: str | None = None,
     *,
-    samples: int = 200,
+    samples: int = DEFAULT_SAMPLES,
     eps: float | list[float] = 0.1,
-    norm: str = "inf",
+    norm: str = DEFAULT_NORM,
     attacks: list[str] | None = None,
     params: dict[str, dict[str, Any]] | None = None,
     surrogate: str | Path | nn.Module | None = None,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     data_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     batch_size: int | None = None,
-    tolerance: float = 0.01,
-    grow: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    grow: bool = DEFAULT_GROW,
     out_dir: str | Path | None = None,
 ) -> DiagnoseResult:
     """Run the checklist on ``samples`` seeded, correctly classified test images of ``dataset``
