@@ -389,6 +389,20 @@ def test_quantized_training_from_an_imported_checkpoint(imported, capsys, tmp_pa
     assert snapshot(out) == before
 
 
+def test_training_from_the_users_weights_file_with_it_as_teacher(art, capsys, tmp_path):
+    """--init-from and --teacher may be the user's weights file itself (no import first)."""
+    out = tmp_path / "q4"
+    first = succeeds(capsys, ["train", "--model-factory", REF, "--model-arg", "width=8", *NORM, "--bits", "4",
+                              "--init-from", str(art.weights), "--teacher", str(art.weights), "--epochs", "1",
+                              "--train-limit", "500", "--dataset", EMB, "--out", str(out), "--no-progress"])
+    meta = json.loads((out / "best" / "model.json").read_text())
+    sha = file_digest(art.weights)
+    assert meta["init_from"] == {"weights": str(art.weights), "model": REF, "weights_sha256": sha}
+    assert meta["teacher"] == {"weights": str(art.weights), "model": REF, "weights_sha256": sha}
+    assert meta["recipe"]["distill_weight"] == 0.5
+    assert first["test_accuracy"] > 0.3, "warm-started from a ~93 % FP net (from scratch: ~0.16)"
+
+
 def test_init_from_that_matches_no_tensor_is_one_line(imported, capsys, tmp_path):
     out = tmp_path / "q2"
     fails(capsys, ["train", "--model-factory", REF, "--bits", "2", "--init-from", str(imported),

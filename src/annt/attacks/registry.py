@@ -126,8 +126,7 @@ def get_attack(name: str, *, exact: bool = False) -> AttackSpec:
 
 def is_differentiable(model: nn.Module) -> bool:
     """False for models run by an inference runtime (ONNX Runtime): no input gradients."""
-    return bool(getattr(model, "annt_differentiable", True)) and all(
-        getattr(m, "annt_differentiable", True) for m in model.modules())
+    return all(getattr(m, "annt_differentiable", True) for m in model.modules())
 
 
 def check_model_supports(name: str, model: nn.Module, label: str = "the model") -> None:

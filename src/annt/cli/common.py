@@ -74,18 +74,24 @@ def add_model_source(parser: argparse.ArgumentParser, *, flag_help: str = "the m
         )
     else:
         parser.set_defaults(checkpoint=None)
+    add_factory_options(parser, required=not checkpoint,
+                        flag_help="your own network instead" if checkpoint else flag_help)
     parser.add_argument(
-        "--model-factory", default=None, metavar="MODULE:FN", required=not checkpoint,
-        help=f"{'your own network instead' if checkpoint else flag_help}: package.module:function or"
-        " path/to/file.py:function",
+        "--weights", default=None, metavar="FILE",
+        help="weights for --model-factory: .safetensors or a state_dict file (never unpickles code)",
+    )
+
+
+def add_factory_options(parser: argparse.ArgumentParser, *, required: bool = False,
+                        flag_help: str = "your own network instead") -> None:
+    """``--model-factory`` with its ``--model-arg`` keyword arguments and ``--mean``/``--std``."""
+    parser.add_argument(
+        "--model-factory", default=None, metavar="MODULE:FN", required=required,
+        help=f"{flag_help}: package.module:function or path/to/file.py:function",
     )
     parser.add_argument(
         "--model-arg", action="append", default=[], metavar="KEY=VALUE",
         help="keyword argument for --model-factory (repeatable; values read as YAML scalars)",
-    )
-    parser.add_argument(
-        "--weights", default=None, metavar="FILE",
-        help="weights for --model-factory: .safetensors or a state_dict file (never unpickles code)",
     )
     parser.add_argument(
         "--mean", type=float_list, default=None, metavar="M[,M...]",
@@ -135,13 +141,8 @@ def fit_to_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, num_c
                 what: str, label: str) -> None:
     """One line, before any work, when the images or labels do not fit the model."""
     from annt.inputs.fit import check_fits
+    from annt.models.inference import model_device
     from annt.models.sources import check_logits
 
     check_fits(getattr(model, "annt_meta", {}) or {}, x, y, what, label)
-    check_logits(model, x[:2].to(model_device_of(model)), num_classes, label)
-
-
-def model_device_of(model: nn.Module) -> torch.device:
-    from annt.models.inference import model_device
-
-    return model_device(model)
+    check_logits(model, x[:2].to(model_device(model)), num_classes, label)

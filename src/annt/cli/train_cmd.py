@@ -8,8 +8,8 @@ import json
 from annt.cli.common import (
     add_data_dir,
     add_device,
+    add_factory_options,
     add_trust,
-    float_list,
     model_args,
     positive_int,
     resolve_device,
@@ -40,15 +40,7 @@ RECIPE_DEFAULTS = {"distill_temperature": 4.0, "validation_seed": 0}  # as state
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (FP or DoReFa-quantized); resumes if interrupted")
     p.add_argument("--model", default=None, help="registered model name (see `annt models`)")
-    p.add_argument(
-        "--model-factory", default=None, metavar="MODULE:FN",
-        help="your own network instead: package.module:function or path/to/file.py:function",
-    )
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword argument for --model-factory (repeatable)")
-    p.add_argument("--mean", type=float_list, default=None, metavar="M[,M...]",
-                   help="per-channel input mean the factory's network expects (normalisation goes inside)")
-    p.add_argument("--std", type=float_list, default=None, metavar="S[,S...]", help="per-channel std, with --mean")
+    add_factory_options(p)
     p.add_argument(
         "--keep-fp", default=None, metavar="LAYERS",
         help="--model-factory below FP: layers kept full precision, comma-separated: first, last and/or"

@@ -30,7 +30,7 @@ from annt.store.atomic import atomic_write_text
 from annt.store.checkpoint import read_meta, save_checkpoint
 from annt.train.recipes import EXECUTION_FIELDS, Recipe, checked_recipe
 from annt.train.state import has_train_state, load_train_state, save_train_state
-from annt.zoo import load_model
+from annt.zoo import load_model, load_model_ref
 
 
 @dataclass
@@ -349,16 +349,6 @@ def _user_weights(model: nn.Module, model_name: str, source: str | Path, what: s
     return {"weights": str(source), "model": model_name, "weights_sha256": file_digest(Path(source))}
 
 
-def _factory_twin(model_name: str, build: dict[str, Any], source: str | Path, spec_fp: Any,
-                  geometry: dict[str, int]) -> nn.Module:
-    """The full-precision build of a user factory with ``source``'s weights (a teacher)."""
-    twin = create_model(model_name, spec_fp, in_channels=geometry["channels"], num_classes=geometry["num_classes"],
-                        image_size=geometry["image_size"], **build)
-    provenance = _user_weights(twin, model_name, source, "--teacher")
-    twin.annt_meta = {"model": model_name, "bits": str(spec_fp), **provenance}  # type: ignore[attr-defined]
-    return twin.eval()
-
-
 def _warm_start(model: nn.Module, model_name: str, source: str | Path, trust: bool = False) -> dict[str, Any]:
     """Copy a trained checkpoint's weights into ``model``; returns its provenance for the sidecar.
 
@@ -491,8 +481,12 @@ def train_model(
             meta["init_from"] = _warm_start(model, model_name, init_from, trust_unverified)
     teacher_model = None
     if teacher is not None and _weights_file_of_factory(model_name, teacher):
-        teacher_model = _factory_twin(model_name, build, teacher, parse_bits("fp"), geometry)
-        meta["teacher"] = {k: v for k, v in teacher_model.annt_meta.items() if k != "bits"}  # type: ignore[union-attr]
+        # the factory's full-precision network with the user's weights, normalisation inside
+        pre = build["preprocess"] or {}
+        teacher_model = load_model_ref(model_name, args=build["model_args"], weights=teacher,
+                                       mean=pre.get("mean"), std=pre.get("std"))
+        meta["teacher"] = {"weights": str(teacher), "model": model_name,
+                           "weights_sha256": teacher_model.annt_meta["weights"]["sha256"]}  # type: ignore[index]
     elif teacher is not None:
         teacher_model = load_model(teacher, trust_unverified=trust_unverified)
         meta["teacher"] = _provenance(teacher, teacher_model)
