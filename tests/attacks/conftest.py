@@ -11,6 +11,8 @@ Data is read through ``annt.data.load_dataset`` only: a broken loader fails thes
 from __future__ import annotations
 
 import math
+import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,3 +143,34 @@ def correct_samples(model: nn.Module, test, n: int) -> tuple[torch.Tensor, torch
 def correct():
     """``correct(model, test, n)``: the first n test images the model gets right."""
     return correct_samples
+
+
+class _Stub(types.ModuleType):
+    """An empty module whose attributes are empty modules (adv-lib's unused imports)."""
+
+    def __getattr__(self, name: str) -> types.ModuleType:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        sub = _Stub(f"{self.__name__}.{name}")
+        setattr(self, name, sub)
+        sys.modules[sub.__name__] = sub
+        return sub
+
+
+@pytest.fixture(scope="module")
+def adv_lib_attacks():
+    """``adv_lib.attacks`` (a test reference, installed with ``--no-deps``), or a skip.
+
+    adv-lib imports torchvision and visdom, which do not load beside this torch; stand-in
+    modules are put in ``sys.modules`` for the duration of the module's tests.
+    """
+    saved = {k: sys.modules.get(k) for k in ("torchvision", "visdom")}
+    for name in saved:
+        sys.modules.setdefault(name, _Stub(name))
+    try:
+        yield pytest.importorskip("adv_lib.attacks")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+                    del sys.modules[key]

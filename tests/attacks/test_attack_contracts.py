@@ -23,8 +23,10 @@ from annt.errors import AnntError
 QUICK = {
     "apgd_ce": {"eps": 0.1, "steps": 5},
     "apgd_dlr": {"eps": 0.1, "steps": 5},
+    "apgd_t": {"eps": 0.1, "steps": 5, "n_target_classes": 2},
     "boundary": {"max_iter": 5},
     "cw_l2": {"max_iter": 10, "binary_search_steps": 3, "initial_const": 1.0},
+    "fab_t": {"eps": 0.1, "steps": 5, "n_target_classes": 2},
     "fgsm": {"eps": 0.1},
     "fmn": {"steps": 10},
     "hop_skip_jump": {"max_iter": 2, "init_eval": 10, "max_eval": 50},

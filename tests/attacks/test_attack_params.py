@@ -72,7 +72,10 @@ def test_gradient_option_and_recipes_use_the_same_rule():
     assert validate_params("pgd", {"gradient": "soft"})["gradient"] == "soft"
     assert later_fields(Recipe) == _LATER_FIELDS
     assert set(_LATER_FIELDS) == {"warmup_epochs", "nesterov", "label_smoothing", "channels_last",
-                                  "compile", "bf16", "validation_seed"}
+                                  "compile", "bf16", "validation_seed",
+                                  # adversarial training (0.3.0)
+                                  "adv_method", "adv_eps", "adv_norm", "adv_steps", "adv_step_size",
+                                  "adv_warmup_epochs", "adv_gradient", "trades_beta", "robust_validation"}
     assert not set(_LATER_FIELDS) & set(recipe_identity(Recipe(), 0))
 
 
@@ -121,14 +124,17 @@ def test_attacks_share_geometry_not_each_other():
 # The parameters that stored results are keyed with whatever their value (as of the refactor
 # that introduced ``later``). Frozen history, never to be extended: a parameter added from now on
 # must be declared with ``annt.inputs.identity.later`` (else every stored result of its attack
-# would silently be recomputed), which this test enforces.
+# would silently be recomputed), which this test enforces. A new attack enters once, with the
+# parameters of its first release (it has no stored results to keep).
 KEYED_ALWAYS = {
     "apgd_ce": {"eps", "norm", "restarts", "steps", "targeted"},
     "apgd_dlr": {"eps", "norm", "restarts", "steps", "targeted"},
+    "apgd_t": {"eps", "n_target_classes", "norm", "restarts", "steps", "targeted"},
     "boundary": {"delta", "epsilon", "guided", "init_search_steps", "init_size", "init_starts", "max_iter",
                  "min_epsilon", "num_trial", "sample_size", "step_adapt", "step_mode", "targeted"},
     "cw_l2": {"abort_early", "binary_search_steps", "confidence", "initial_const", "learning_rate", "max_iter",
               "targeted"},
+    "fab_t": {"alpha_max", "beta", "eps", "eta", "n_target_classes", "norm", "restarts", "steps", "targeted"},
     "fgsm": {"eps", "norm", "targeted"},
     "fmn": {"alpha_final", "alpha_init", "gamma_final", "gamma_init", "norm", "steps", "targeted"},
     "hop_skip_jump": {"init_eval", "init_size", "max_eval", "max_iter", "max_queries", "norm", "targeted"},

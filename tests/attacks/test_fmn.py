@@ -1,13 +1,9 @@
 """FMN: parity with adv-lib's ``fmn`` (deterministic, so to float error) and contract checks.
 
-adv-lib imports torchvision and visdom, which do not load beside this torch; stand-in modules
-are put in ``sys.modules`` for the duration of the test (install adv-lib with ``--no-deps``).
+adv-lib is loaded by the ``adv_lib_attacks`` fixture (tests/attacks/conftest.py).
 """
 
 from __future__ import annotations
-
-import sys
-import types
 
 import pytest
 import torch
@@ -16,30 +12,9 @@ from annt.attacks import run_attack
 from annt.zoo import load_model
 
 
-class _Stub(types.ModuleType):
-    """An empty module whose attributes are empty modules (adv-lib's unused imports)."""
-
-    def __getattr__(self, name: str) -> types.ModuleType:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        sub = _Stub(f"{self.__name__}.{name}")
-        setattr(self, name, sub)
-        sys.modules[sub.__name__] = sub
-        return sub
-
-
 @pytest.fixture(scope="module")
-def adv_lib_fmn():
-    saved = {k: sys.modules.get(k) for k in ("torchvision", "visdom")}
-    for name in saved:
-        sys.modules.setdefault(name, _Stub(name))
-    try:
-        yield pytest.importorskip("adv_lib.attacks").fmn
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-                    del sys.modules[key]
+def adv_lib_fmn(adv_lib_attacks):
+    return adv_lib_attacks.fmn
 
 
 # 40 Linf steps on the 1-bit model: the session-10 entry resists all 10 images for 20 (3 fall at 40)

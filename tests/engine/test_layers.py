@@ -15,13 +15,15 @@ import annt
 SRC = Path(annt.__file__).parent
 
 LAYERS: list[set[str]] = [  # lowest first
-    {"errors", "version"},
-    {"device", "inputs"},
+    {"errors", "version", "progress"},
+    {"device", "inputs", "provenance"},
     {"quant"},
     {"models"},
     {"store"},
+    {"deploy"},  # ONNX export and exported models' sidecars; zoo's loader checks them
     {"data", "zoo"},
-    {"metrics", "attacks", "train"},
+    {"metrics", "attacks"},
+    {"train"},  # adversarial training crafts its examples with the attacks' steps
     {"robustness"},
     {"report"},  # renders studies' and diagnoses' results (reads robustness.defaults' column order)
     {"experiments"},

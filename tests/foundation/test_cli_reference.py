@@ -69,7 +69,7 @@ def test_every_recipe_field_is_a_train_option_or_an_explicit_exclusion():
 
 def test_train_choices_and_help_defaults_match_the_recipe():
     actions = _actions("train")
-    for field in ("optimizer", "lr_schedule"):
+    for field in ("optimizer", "lr_schedule", "adv_method", "adv_norm", "adv_gradient"):
         assert tuple(actions[field].choices) == _pattern_choices(field), field
     for field, value in train_cmd.RECIPE_DEFAULTS.items():
         assert Recipe.model_fields[field].default == value, field
@@ -102,7 +102,18 @@ CLI_VALUES = {
     "random_shift": (["--random-shift", "2"], 2), "dropout": (["--dropout", "0.25"], 0.25),
     "validation_size": (["--validation-size", "99"], 99), "validation_seed": (["--validation-seed", "3"], 3),
     "channels_last": (["--channels-last"], True), "compile": (["--compile"], True), "bf16": (["--bf16"], True),
+    "adv_method": (["--adv-method", "pgd", "--adv-eps", "0.1"], "pgd"), "adv_eps": (["--adv-eps", "0.1"], 0.1),
+    "adv_norm": (["--adv-norm", "2"], "2"), "adv_steps": (["--adv-steps", "3"], 3),
+    "adv_step_size": (["--adv-step-size", "0.02"], 0.02), "adv_warmup_epochs": (["--adv-warmup-epochs", "2"], 2.0),
+    "adv_gradient": (["--adv-gradient", "soft"], "soft"), "trades_beta": (["--trades-beta", "1"], 1.0),
+    "robust_validation": (["--robust-validation", "50", "--adv-eps", "0.1"], 50),
 }
+# The adversarial settings apply only together with a method (Recipe's validator): the options
+# given alongside each one, and the fields they may change besides it.
+CLI_COMPANIONS = {field: ["--adv-method", "trades" if field == "trades_beta" else "pgd", "--adv-eps", "0.1"]
+                  for field in ("adv_eps", "adv_norm", "adv_steps", "adv_step_size", "adv_warmup_epochs",
+                                "adv_gradient", "trades_beta")}
+ADVERSARIAL_COMPANIONS = {"adv_method", "adv_eps"}
 
 
 def test_every_train_option_reaches_the_recipe(monkeypatch, tmp_path, capsys):
@@ -115,6 +126,7 @@ def test_every_train_option_reaches_the_recipe(monkeypatch, tmp_path, capsys):
     class _Result:
         best = last = tmp_path
         epochs, validation_accuracy, test_accuracy = 1, 0.5, 0.5
+        robust_validation_accuracy = None
 
     def fake_train_model(model_name, dataset, bits, out_dir, **kwargs):
         seen.append(kwargs)
@@ -130,12 +142,13 @@ def test_every_train_option_reaches_the_recipe(monkeypatch, tmp_path, capsys):
     assert set(defaults) == set(train_cmd.RECIPE_OPTIONS) and all(v is None for v in defaults.values())
     plain = checked_recipe("lenet5").model_dump()
     for field, (argv, value) in CLI_VALUES.items():
-        assert main(base + argv) == 0, field
+        assert main(base + CLI_COMPANIONS.get(field, []) + argv) == 0, field
         kwargs = {k: v for k, v in seen[-1].items() if k in Recipe.model_fields}
         recipe = checked_recipe("lenet5", **kwargs).model_dump()
         assert recipe[field] == pytest.approx(value), field
         changed = {k for k in recipe if recipe[k] != plain[k]}
-        assert changed <= {field, "lr_milestones"}, (field, changed)  # epochs rescales milestones
+        companions = ADVERSARIAL_COMPANIONS if field.startswith(("adv_", "trades_", "robust_")) else set()
+        assert changed <= {field, "lr_milestones"} | companions, (field, changed)  # epochs rescales milestones
     capsys.readouterr()
 
 

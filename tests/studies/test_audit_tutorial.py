@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from annt.experiments import count_kinds, prepare
+from annt.store.results import read_results
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "tutorials" / "audit-your-model.md"
@@ -30,7 +31,7 @@ def test_the_page_has_the_tutorial_steps():
     blocks = bash_blocks(PAGE.read_text())
     joined = "\n".join(blocks)
     for step in ("train_plain.py", "annt evaluate --model-factory", "annt import", "annt train --model-factory",
-                 "annt diagnose", "annt run examples/audit/study.yaml", ".onnx"):
+                 "annt diagnose", "annt run examples/audit/study.yaml", ".onnx", "annt run examples/audit/exports.yaml"):
         assert step in joined, step
 
 
@@ -62,6 +63,11 @@ def test_every_command_of_the_tutorial_runs(tmp_path, monkeypatch):
     assert '"cells_computed": 65' in "".join(outputs)
     report = (runs / "study" / "report" / "report.md").read_text()
     assert "Transfer" in report and "small_vgg" in report
+    # the network three ways in one study (factory + weights, TorchScript, ONNX): each set scores alike on all
+    exports = read_results(runs / "exports", "results")
+    direct = {r["source_model"]: r["adversarial_accuracy"] for r in exports if r["mode"] == "direct"}
+    assert len(exports) == 9 and set(direct) == {"small_vgg", "fp.ts", "fp.onnx"}
+    assert all(r["adversarial_accuracy"] == direct[r["source_model"]] for r in exports)
     evaluated = [json.loads(line) for out in outputs for line in out.splitlines() if line.startswith('{"checkpoint"')]
     accuracies = {e["checkpoint"]: e["accuracy"] for e in evaluated if "accuracy" in e}
     # the TorchScript export of the same weights answers like the factory build

@@ -82,7 +82,7 @@ def _assert_full_grid(plan):
     assert plan.cell_count() == len(plan.slots) + 2 * crafts + transfers + progressions
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "paper-mnist.yaml", "paper-cifar10.yaml"])
+@pytest.mark.parametrize("name", ["quickstart.yaml", "replicate/cifar10-full.yaml"])
 def test_examples_are_valid(name):
     plan = prepare(EXAMPLES / name, device="cpu")
     _assert_full_grid(plan)
@@ -101,8 +101,10 @@ def test_every_example_spec_validates(path):
 
 
 def test_paper_hyperparameters():
-    mnist = prepare(EXAMPLES / "paper-mnist.yaml", device="cpu")
-    attacks = {a.label: a.params for a in mnist.attacks["mnist"]}
+    """The replication specs carry the paper's Table 5 settings."""
+    part1 = prepare(EXAMPLES / "replicate" / "mnist-fgsm-uap.yaml", device="cpu")
+    mnist = prepare(EXAMPLES / "replicate" / "mnist-iterative.yaml", device="cpu")
+    attacks = {a.label: a.params for p in (part1, mnist) for a in p.attacks["mnist"]}
     assert attacks["fgsm"]["eps"] == 0.1
     assert (attacks["jsma"]["theta"], attacks["jsma"]["gamma"]) == (1.0, 0.1)
     assert (attacks["uap"]["xi"], attacks["uap"]["attacker_eps"], attacks["uap"]["max_iter"]) == (0.1, 0.01, 30)
@@ -112,7 +114,9 @@ def test_paper_hyperparameters():
     assert (attacks["boundary-15"]["max_iter"], attacks["boundary-100"]["max_iter"]) == (15, 100)
     assert [s.bits.tag for s in mnist.slots] == ["fp", "1bit", "2bit", "4bit", "8bit", "12bit", "16bit"]
     assert mnist.spec.samples == 1000 and mnist.spec.runs == 3
-    cifar = {a.label: a.params for a in prepare(EXAMPLES / "paper-cifar10.yaml", device="cpu").attacks["cifar10"]}
+    assert part1.spec.samples == 1000 and part1.spec.runs == 3
+    full = prepare(EXAMPLES / "replicate" / "cifar10-full.yaml", device="cpu")
+    cifar = {a.label: a.params for a in full.attacks["cifar10"]}
     assert cifar["fgsm"]["eps"] == 0.025
     assert (cifar["jsma"]["theta"], cifar["jsma"]["gamma"]) == (0.3, 0.05)
     assert (cifar["boundary-12"]["max_iter"], cifar["boundary-50"]["max_iter"]) == (12, 50)

@@ -1,4 +1,4 @@
-"""Adversarial attacks: FGSM/FGM, JSMA, UAP, CW-L2 and Boundary, batched PyTorch code.
+"""Adversarial attacks as batched PyTorch code; ``annt attacks`` lists the registered ones.
 
 Every attack is a function ``attack(model, inputs, labels, *, targeted=False, ..., seed=None)``
 returning an :class:`AttackResult`; the registry names them for YAML files and the CLI, and is

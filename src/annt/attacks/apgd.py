@@ -14,6 +14,10 @@ random start and run only on the samples no earlier restart fooled. A sample's r
 its last adversarial iterate (the reference implementation's ``x_best_adv``), or the iterate
 with the highest loss when none was adversarial. Targeted ``apgd_dlr`` uses the targeted DLR
 loss with the model's clean prediction as the class to leave.
+
+``apgd_t`` is AutoAttack's APGD-T: untargeted in its goal (misclassify), it runs the targeted
+DLR loss (true label against target) once per target, the classes ranked 2, 3, ...,
+``n_target_classes + 1`` by the clean logits in turn, each on the images no earlier run fooled.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import math
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from annt.attacks.base import (
@@ -31,7 +36,9 @@ from annt.attacks.base import (
     eval_mode,
     is_adversarial,
     make_generator,
+    over_targets,
     predict,
+    runner_up_classes,
     with_restarts,
 )
 from annt.attacks.geometry import (
@@ -190,3 +197,60 @@ def attack(
 # the registry's entries: APGD with the cross-entropy loss (``apgd_ce``) and the DLR loss (``apgd_dlr``)
 attack_ce = functools.partial(attack, loss="ce")
 attack_dlr = functools.partial(attack, loss="dlr")
+
+
+class ApgdTargetedParams(ApgdParams):
+    n_target_classes: PosInt = 9
+
+    @model_validator(mode="after")
+    def _goal_is_untargeted(self) -> ApgdTargetedParams:
+        if self.targeted:
+            raise ValueError("targeted must be false: apgd_t picks its own targets (the runner-up classes);"
+                             " for one given target use apgd_dlr with targeted=true")
+        return self
+
+
+@takes(ApgdTargetedParams)
+def attack_targeted(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    targeted: bool,
+    eps: float,
+    norm: str,
+    steps: int,
+    restarts: int,
+    n_target_classes: int,
+    seed: int | None = None,
+) -> AttackResult:
+    """APGD-T: ``restarts`` runs of ``steps`` per target class, the ``n_target_classes`` (at most
+    classes - 1) runner-up classes of the clean logits in turn; images the model already
+    misclassifies are returned as they are. Where it fails the input is returned."""
+    labels = check_batch(inputs, labels, "apgd_t")
+    norm = check_norm("apgd_t", norm)
+    if targeted:
+        raise AnntError("apgd_t: targeted must be false (it picks the runner-up classes as its targets)")
+    n, device = inputs.shape[0], inputs.device
+    gen = make_generator(seed, device)
+    x = inputs.detach()
+    with eval_mode(model):
+        with torch.no_grad():
+            logits = model(x)
+        if logits.shape[1] < 4:
+            raise AnntError(f"apgd_t: the targeted DLR loss needs at least 4 classes, got {logits.shape[1]}")
+        targets = runner_up_classes(logits, min(n_target_classes, logits.shape[1] - 1))
+
+        def run_once(todo: torch.Tensor, target: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
+            y = labels[todo]
+            objective = functools.partial(dlr_targeted_loss, labels=y, targets=target)
+            return _one_run(model, x[todo], y, False, objective, eps, norm, steps, gen)
+
+        adv, success, runs = over_targets(x, logits.argmax(1) != labels, targets, restarts, run_once)
+    return AttackResult(
+        adversarial=adv,
+        success=success,
+        iterations=counts(n, runs * steps, device),
+        forward_passes=counts(n, 1 + runs * (steps + 1), device),
+        backward_passes=counts(n, runs * (steps + 1), device),
+    )

@@ -204,6 +204,37 @@ def with_restarts(
     return adv, success, tries
 
 
+def runner_up_classes(logits: torch.Tensor, n: int) -> torch.Tensor:
+    """[N, n]: the classes ranked 2, 3, ..., n + 1 by ``logits`` (AutoAttack's targets)."""
+    return logits.sort(dim=1).indices.flip(1)[:, 1 : n + 1]
+
+
+def over_targets(
+    x: torch.Tensor,
+    done: torch.Tensor,
+    targets: torch.Tensor,
+    restarts: int,
+    run_once: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AutoAttack's loop of a targeted attack with an untargeted goal: for each column of
+    ``targets`` [N, K] in turn, ``restarts`` runs, each on the samples not yet fooled (``done``
+    ones never run). ``run_once(todo, target, restart)`` attacks ``x[todo]`` towards ``target``
+    and returns (result, success) for them. Returns the images (``x`` where never fooled), the
+    success mask and the number of runs spent on each sample."""
+    adv, success = x.clone(), done.clone()
+    runs = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    for k in range(targets.shape[1]):
+        for restart in range(restarts):
+            todo = (~success).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                return adv, success, runs
+            runs[todo] += 1
+            found, hit = run_once(todo, targets[todo, k], restart)
+            adv[todo[hit]] = found[hit]
+            success[todo[hit]] = True
+    return adv, success, runs
+
+
 def concat_results(parts: list[AttackResult]) -> AttackResult:
     """Join the results of attacking consecutive chunks of one batch, in order.
 

@@ -34,7 +34,7 @@ class AttackParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
-    targeted: bool = False
+    targeted: bool = False  # the labels given are target classes to reach
 
     @model_validator(mode="after")
     def _bounded_counts(self) -> AttackParams:
@@ -59,8 +59,8 @@ def norm_spelling(value: Any) -> Any:
 class BallParams(AttackParams):
     """An eps ball in Linf or L2: the budget of FGSM, PGD, APGD and Square."""
 
-    eps: NonNegFloat = 0.3
-    norm: Literal["inf", "2"] = "inf"
+    eps: NonNegFloat = 0.3  # perturbation budget
+    norm: Literal["inf", "2"] = "inf"  # the budget's norm: Linf or L2
 
     _norm = field_validator("norm", mode="before")(norm_spelling)
 
@@ -71,8 +71,10 @@ def with_gradient_option(model: type[BaseModel]) -> type[BaseModel]:
     return create_model(
         model.__name__,
         __base__=model,
-        gradient=(Literal[GRADIENTS], later(DEFAULT_GRADIENT, "0.2.0")),
-        gradient_temperature=(PosFloat, later(DEFAULT_TEMPERATURE, "0.2.0")),
+        gradient=(Literal[GRADIENTS], later(DEFAULT_GRADIENT, "0.2.0",
+                                            description="the quantizers' backward pass while crafting")),
+        gradient_temperature=(PosFloat, later(DEFAULT_TEMPERATURE, "0.2.0",
+                                              description="temperature of the soft gradient")),
     )
 
 

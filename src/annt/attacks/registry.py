@@ -22,11 +22,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from annt.attacks import apgd, boundary, cw, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap
-from annt.attacks.apgd import ApgdParams
+from annt.attacks import apgd, boundary, cw, fab, fgsm, fmn, hop_skip_jump, jsma, pgd, square, uap
+from annt.attacks.apgd import ApgdParams, ApgdTargetedParams
 from annt.attacks.base import AttackResult, concat_results
 from annt.attacks.boundary import BoundaryParams
 from annt.attacks.cw import CwL2Params
+from annt.attacks.fab import FabParams
 from annt.attacks.fgsm import FgsmParams
 from annt.attacks.fmn import FmnParams
 from annt.attacks.hop_skip_jump import HopSkipJumpParams
@@ -41,8 +42,8 @@ from annt.inputs.yaml_safe import load_yaml
 from annt.quant.surrogate import gradient_surrogate
 
 __all__ = [  # the parameter models are re-exported from their attacks' modules
-    "ApgdParams", "BoundaryParams", "CwL2Params", "FgsmParams", "FmnParams", "HopSkipJumpParams",
-    "JsmaParams", "PgdParams", "SquareParams", "UapParams",
+    "ApgdParams", "ApgdTargetedParams", "BoundaryParams", "CwL2Params", "FabParams", "FgsmParams",
+    "FmnParams", "HopSkipJumpParams", "JsmaParams", "PgdParams", "SquareParams", "UapParams",
 ]
 
 BACKENDS = ("annt", "art")
@@ -100,6 +101,8 @@ _REGISTRY: dict[str, AttackSpec] = {
         AttackSpec("pgd", pgd.attack, "Projected Gradient Descent, Linf/L2, restarts"),
         AttackSpec("apgd_ce", apgd.attack_ce, "Auto-PGD with cross-entropy loss"),
         AttackSpec("apgd_dlr", apgd.attack_dlr, "Auto-PGD with the DLR loss"),
+        AttackSpec("apgd_t", apgd.attack_targeted, "Auto-PGD, targeted DLR on the runner-up classes (AutoAttack's APGD-T)"),
+        AttackSpec("fab_t", fab.attack, "Fast Adaptive Boundary, targeted on the runner-up classes (AutoAttack's FAB-T)"),
         AttackSpec("hop_skip_jump", hop_skip_jump.attack, "HopSkipJump (decision-based, L2 / Linf)",
                    gradient_based=False),
         AttackSpec("square", square.attack, "Square Attack (score-based, no gradients)", gradient_based=False),
@@ -215,11 +218,13 @@ def run_attack(
     seed: int | None = None,
     backend: str = "annt",
     batch_size: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> AttackResult:
     """Validate ``params`` and run attack ``name`` with ANNT's code or through ART.
 
     ``batch_size`` splits the inputs into chunks; for UAP it is the inner batch size instead,
-    because one universal noise is computed over the whole set.
+    because one universal noise is computed over the whole set. ``on_chunk(n)`` is called
+    after each chunk of ``n`` images (once, with all of them, when not chunked).
     """
     spec = get_attack(name)
     values = validate_params(spec.name, params)
@@ -228,8 +233,18 @@ def run_attack(
         raise AnntError(f"batch_size must be a positive integer, got {batch_size}")
     labels = torch.as_tensor(labels, device=inputs.device).long().reshape(-1)
     option = {key: values.pop(key, default) for key, default in GRADIENT_DEFAULTS.items()}
+    done = [0]
+
+    def chunk_done(n: int) -> None:
+        done[0] += n
+        if on_chunk is not None:
+            on_chunk(n)
+
     with gradient_surrogate(option["gradient"], option["gradient_temperature"]):
-        return _dispatch(spec, model, inputs, labels, values, seed, backend, batch_size)
+        result = _dispatch(spec, model, inputs, labels, values, seed, backend, batch_size, chunk_done)
+    if on_chunk is not None and done[0] < inputs.shape[0]:  # run in one call, not in chunks
+        on_chunk(inputs.shape[0] - done[0])
+    return result
 
 
 def craft(
@@ -266,6 +281,7 @@ def _dispatch(
     seed: int | None,
     backend: str,
     batch_size: int | None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> AttackResult:
     """Run the validated attack on ANNT's code or ART's."""
     if backend == "art":
@@ -284,4 +300,4 @@ def _dispatch(
     def run(xs: torch.Tensor, ys: torch.Tensor, chunk_seed: int | None) -> AttackResult:
         return spec.fn(model, xs, ys, seed=chunk_seed, **values)
 
-    return _in_chunks(run, inputs, labels, batch_size, seed)
+    return _in_chunks(run, inputs, labels, batch_size, seed, on_chunk)

@@ -23,6 +23,7 @@ from annt.device import exact_float32
 from annt.errors import AnntError
 from annt.inputs.files import output_file
 from annt.inputs.numbers import seed_arg
+from annt.progress import Progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("annt", "art"), default="annt")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", required=True, help="output .npz (a .json sidecar is written beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     add_data_dir(p)
     add_device(p)
     add_trust(p)
@@ -64,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
     fit_to_data(model, test.x, test.y, len(test.classes), f"dataset {dataset}", model_label(args))
     chosen = sample_correct(model, test, args.samples, args.seed)
     tic = time.perf_counter()
-    result = run_attack(
-        args.attack, model, chosen.x.to(device), chosen.y.to(device), params,
-        seed=args.seed, backend=args.backend, batch_size=args.batch_size,
-    )
+    with Progress(len(chosen), f"attack {args.attack}", "images", enabled=not args.quiet) as bar:
+        result = run_attack(
+            args.attack, model, chosen.x.to(device), chosen.y.to(device), params,
+            seed=args.seed, backend=args.backend, batch_size=args.batch_size, on_chunk=bar.update,
+        )
     seconds = time.perf_counter() - tic
     adv = result.adversarial.detach().cpu()
     with torch.no_grad():
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             "attack": args.attack, "params": params, "seed": args.seed, "backend": args.backend,
             "seconds": round(seconds, 3),
         },
-    ))
+    ), device=device)
     print(json.dumps({
         "out": str(out), "samples": len(chosen), "adversarial_accuracy": round(still_correct.float().mean().item(), 4),
         "mean_l2": round(l2.mean().item(), 4) if len(l2) else None,

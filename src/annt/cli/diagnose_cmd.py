@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     add_data_dir(p)
     add_device(p)
     add_trust(p)
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.dataset, samples=args.samples, eps=args.eps, norm=args.norm, attacks=attacks,
         params=parse_attack_params(args.param), surrogate=surrogate, seed=args.seed,
         data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow, tolerance=args.tolerance,
+        progress=not args.quiet,
     )
     result.checkpoint = model_label(args)
     if args.surrogate:

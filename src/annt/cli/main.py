@@ -18,7 +18,11 @@ _COMMAND_MODULES = (
     "annt.cli.info_cmd",
     "annt.cli.study_cmd",
     "annt.cli.diagnose_cmd",
+    "annt.cli.robust_accuracy_cmd",
+    "annt.cli.selftest_cmd",
     "annt.cli.import_cmd",
+    "annt.cli.export_cmd",
+    "annt.cli.reference_cmd",
 )
 
 

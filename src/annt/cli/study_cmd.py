@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", default=None, help="study id (default: the latest; `all` for every result)")
     p.add_argument("--out", default=None, help="report folder (default: OUTDIR/report)")
     p.add_argument("--grid-images", type=positive_int, default=8, help="images per adversarial grid")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: one self-contained file (tables, figures inline, no scripts)")
     add_data_dir(p)
     p.set_defaults(func=report_command)
 
@@ -82,7 +84,12 @@ def report_command(args: argparse.Namespace) -> int:
         output_dir(args.out, "--out")
     path = write_report(args.outdir, study=args.study, data_dir=args.data_dir,
                         grid_images=args.grid_images, report_dir=args.out)
-    print(json.dumps({"report": str(path)}))
+    written = {"report": str(path)}
+    if args.html:
+        from annt.report.html import write_html
+
+        written["html"] = str(write_html(path.parent))
+    print(json.dumps(written))
     return 0
 
 

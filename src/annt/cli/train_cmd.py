@@ -18,6 +18,7 @@ from annt.data import dataset_info
 from annt.inputs.numbers import finite_float_arg, milestone_list, seed_arg
 from annt.models import model_info
 from annt.quant import parse_bits
+from annt.quant.surrogate import DEFAULT_GRADIENT, GRADIENTS
 
 # Every field of annt.train.recipes.Recipe is an option of ``annt train`` under its own name
 # (``--lr-milestones`` -> dest ``lr_milestones``), default None: the model family's recipe
@@ -30,11 +31,15 @@ RECIPE_OPTIONS = (
     "optimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs", "lr_milestones", "lr_schedule",
     "warmup_epochs", "nesterov", "label_smoothing", "distill_weight", "distill_temperature", "augment",
     "random_shift", "dropout", "validation_size", "validation_seed", "channels_last", "compile", "bf16",
+    "adv_method", "adv_eps", "adv_norm", "adv_steps", "adv_step_size", "adv_warmup_epochs", "adv_gradient",
+    "trades_beta", "robust_validation",
 )
 RECIPE_EXCLUDED: dict[str, str] = {}  # Recipe field -> why ``annt train`` does not offer it
 OPTIMIZERS = ("adam", "sgd")  # Recipe.optimizer's pattern
 LR_SCHEDULES = ("step", "cosine")  # Recipe.lr_schedule's pattern
-RECIPE_DEFAULTS = {"distill_temperature": 4.0, "validation_seed": 0}  # as stated in the help texts
+ADV_METHODS = ("none", "pgd", "fgsm_rs", "trades")  # Recipe.adv_method's pattern
+ADV_NORMS = ("inf", "2")  # Recipe.adv_norm's pattern
+RECIPE_DEFAULTS = {"distill_temperature": 4.0, "validation_seed": 0, "trades_beta": 6.0}  # as stated in the help texts
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +97,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bf16", action=argparse.BooleanOptionalAction, default=None,
         help="bfloat16 autocast of the forward pass (changes results; slow on CPUs without bf16 units)",
     )
+    p.add_argument(
+        "--adv-method", choices=ADV_METHODS, default=None,
+        help="adversarial training: pgd (Madry et al.), fgsm_rs (FGSM with random start, Wong et al.)"
+        " or trades (Zhang et al.); none: standard training",
+    )
+    p.add_argument("--adv-eps", type=finite_float_arg, default=None, metavar="EPS",
+                   help="perturbation budget of the training examples (and of --robust-validation)")
+    p.add_argument("--adv-norm", choices=ADV_NORMS, default=None, help="budget norm: inf (Linf) or 2 (L2)")
+    p.add_argument("--adv-steps", type=positive_int, default=None,
+                   help="attack steps per batch for pgd/trades (10 if not given; fgsm_rs takes 1)")
+    p.add_argument("--adv-step-size", type=finite_float_arg, default=None,
+                   help="attack step size (if not given 2.5*eps/steps; 1.25*eps for fgsm_rs)")
+    p.add_argument("--adv-warmup-epochs", type=float, default=None, metavar="E",
+                   help="ramp the budget linearly from 0 to --adv-eps over the first E epochs")
+    p.add_argument("--adv-gradient", choices=GRADIENTS, default=None,
+                   help=f"quantizer backward pass while crafting on quantized models ({DEFAULT_GRADIENT} if not given)")
+    p.add_argument("--trades-beta", type=finite_float_arg, default=None,
+                   help=f"weight of the TRADES robustness term (default {RECIPE_DEFAULTS['trades_beta']:g})")
+    p.add_argument("--robust-validation", type=int, default=None, metavar="N",
+                   help="after each epoch attack N validation images with a 10-step PGD at --adv-eps;"
+                   " the best checkpoint is then the most robust epoch")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--validation-seed", type=seed_arg, default=None,
@@ -176,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,
         "validation_accuracy": round(result.validation_accuracy, 4),
+        **({"robust_validation_accuracy": round(result.robust_validation_accuracy, 4)}
+           if result.robust_validation_accuracy is not None else {}),
         "test_accuracy": round(result.test_accuracy, 4),
     }))
     return 0

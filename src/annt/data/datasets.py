@@ -56,6 +56,9 @@ class DatasetInfo:
     #: reads the test split alone (x, y), where the full ``loader`` would also read (and
     #: verify) the training files: evaluating or attacking needs only the test file
     test_loader: Callable[[Path, bool], tuple[np.ndarray, np.ndarray]] | None = None
+    #: the dataset this one is a sample of (its train and test images are subsets of that
+    #: dataset's train and test splits): a model trained on that one may be evaluated on this one
+    sample_of: str | None = None
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:
@@ -186,7 +189,7 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
     EMBEDDED: DatasetInfo(
         EMBEDDED, "6,000 train + 1,000 test real MNIST images bundled with ANNT (offline)", 1, 28,
-        10, 500, _load_embedded, tuple(str(i) for i in range(10)),
+        10, 500, _load_embedded, tuple(str(i) for i in range(10)), sample_of="mnist",
     ),
 }
 

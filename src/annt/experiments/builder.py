@@ -15,12 +15,15 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
+from torch import nn
 
 from annt.errors import AnntError
 from annt.experiments.attack_api import ParamError, validate_attack
 from annt.experiments.checkpoints import verify_slot_checkpoint
 from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
-from annt.experiments.spec import SpecError, StudySpec, key_path
+from annt.experiments.spec import ModelSpec, SpecError, StudySpec, key_path
+from annt.experiments.user_models import UserModel
+from annt.inputs.identity import identity
 from annt.quant.bits import BitSpec, parse_bits
 
 DEFAULT_PROGRESSION = (0, 1, 2, 5, 10, 15, 25, 50, 100, 200, 500, 1000)
@@ -30,6 +33,14 @@ def _err(source: str, path: str, exc: Exception) -> SpecError:
     return SpecError(source, path, str(exc))
 
 
+def resolve_path(text: str, spec_dir: Path | None) -> Path:
+    """A path in a spec: relative to the working directory, else to the spec file."""
+    path = Path(text).expanduser()
+    if not path.exists() and not path.is_absolute() and spec_dir is not None and (spec_dir / path).exists():
+        path = spec_dir / path
+    return path
+
+
 def resolve_checkpoint(text: str, spec_dir: Path | None) -> Path:
     """``zoo:NAME``, or a folder (relative to the working directory, else to the spec file)."""
     if text.startswith("zoo:"):
@@ -37,14 +48,12 @@ def resolve_checkpoint(text: str, spec_dir: Path | None) -> Path:
 
         entry = zoo_entry(text[4:])
         return Path(str(resources.files("annt.zoo") / entry["path"]))
-    path = Path(text).expanduser()
-    if not path.exists() and not path.is_absolute() and spec_dir is not None and (spec_dir / path).exists():
-        path = spec_dir / path
-    return path
+    return resolve_path(text, spec_dir)
 
 
 def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec, text: str = "",
                       trust: bool = False) -> None:
+    from annt.data import dataset_info
     from annt.models import model_info
 
     meta = verify_slot_checkpoint(text, path, trust)  # hashes, seal, zoo manifest
@@ -52,11 +61,86 @@ def _check_checkpoint(path: Path, dataset: str, model: str, bits: BitSpec, text:
         raise AnntError(f"checkpoint {path} holds model {meta.get('model')!r}, not {model!r}")
     if parse_bits(meta.get("bits")) != bits:
         raise AnntError(f"checkpoint {path} is {parse_bits(meta.get('bits')).tag}, not {bits.tag}")
-    if meta.get("dataset") and meta["dataset"] != dataset:
+    if meta.get("dataset") and meta["dataset"] not in (dataset, dataset_info(dataset).sample_of):
         raise AnntError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
 
 
-def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | None) -> list[ModelSlot]:
+def _user_file(text: str, spec_dir: Path | None, what: str, source: str, key: str) -> Path:
+    from annt.inputs.files import regular_file
+
+    try:
+        return regular_file(resolve_path(text, spec_dir), what).resolve()
+    except AnntError as exc:
+        raise _err(source, key, exc) from None
+
+
+def _user_model(m: ModelSpec, where: str, source: str, spec_dir: Path | None) -> UserModel:
+    """The files of a factory, TorchScript or ONNX entry, checked to exist (the model is loaded later)."""
+    from annt.models.sources import is_factory_ref
+
+    kind = m.source
+    text = str(getattr(m, kind)).strip()
+    key = f"{where}.{kind}"
+    weights = None
+    if kind == "factory":
+        if not is_factory_ref(text):
+            raise SpecError(source, key, f"{text!r} is not of the form package.module:function or"
+                            " path/to/file.py:function")
+        module, _, function = text.rpartition(":")
+        ref = text
+        if module.endswith(".py"):
+            ref = f"{_user_file(module, spec_dir, 'model factory file', source, key)}:{function}"
+        if m.weights is not None:
+            weights = _user_file(m.weights, spec_dir, "weights file", source, f"{where}.weights")
+        shown = text + (f" + {m.weights}" if m.weights is not None else "")
+    else:
+        is_onnx = text.lower().endswith(".onnx")
+        if (kind == "onnx") != is_onnx:
+            raise SpecError(source, key, f"{text}: ONNX files end in .onnx; give"
+                            f" {'torchscript' if kind == 'onnx' else 'onnx'}: {text} instead")
+        ref = str(_user_file(text, spec_dir, "ONNX model" if is_onnx else "model file", source, key))
+        shown = text
+    stats = (tuple(m.mean), tuple(m.std)) if m.mean is not None and m.std is not None else (None, None)
+    return UserModel(kind, ref, shown, m.args, weights, *stats)
+
+
+def _user_slots(m: ModelSpec, i: int, source: str, datasets: list[str], spec_dir: Path | None,
+                loaded: dict[int, nn.Module]) -> list[ModelSlot]:
+    """One slot per dataset for a user's model, loaded now: a factory that fails, weights that do not
+    fit, normalisation or logits that do not fit a dataset are one line before any work."""
+    from annt.data import dataset_info
+    from annt.experiments.user_models import default_label
+    from annt.models.sources import check_logits
+
+    where = f"models[{i}]"
+    user = _user_model(m, where, source, spec_dir)
+    label = m.label or default_label(user.source, user.shown.split(" + ")[0])
+    try:
+        model = user.load("cpu")
+    except AnntError as exc:
+        raise _err(source, where, exc) from None
+    loaded[i] = model
+    model_sets = datasets
+    if m.datasets is not None:
+        model_sets = [_dataset_name(d, source, f"{where}.datasets[{j}]") for j, d in enumerate(m.datasets)]
+        for j, d in enumerate(model_sets):
+            if d not in datasets:
+                raise SpecError(source, f"{where}.datasets[{j}]", f"{m.datasets[j]!r} is not one of the study's datasets")
+    slots = []
+    for dataset in model_sets:
+        info = dataset_info(dataset)
+        sample = torch.zeros(2, info.channels, info.image_size, info.image_size)
+        try:
+            check_logits(model, sample, info.num_classes, f"model {label} on {dataset}")
+        except AnntError as exc:
+            raise _err(source, where, exc) from None
+        slots.append(ModelSlot(dataset, label, BitSpec(), None, m.train, {}, i, user=user))
+    return slots
+
+
+def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | None,
+           loaded: dict[int, nn.Module]) -> list[ModelSlot]:
+    """Every (dataset, model, bitwidth) of the spec, checked; ``loaded`` receives the users' models."""
     from annt.models import model_info
     from annt.train.recipes import Recipe, make_recipe, recipe_identity
 
@@ -64,6 +148,14 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
     seen: set[str] = set()
     for i, m in enumerate(spec.models):
         where = f"models[{i}]"
+        if m.source is not None:
+            for slot in _user_slots(m, i, source, datasets, spec_dir, loaded):
+                if slot.key in seen:
+                    raise SpecError(source, where, f"{slot.key} appears twice in the study; give"
+                                    f" {where} its own label")
+                seen.add(slot.key)
+                slots.append(slot)
+            continue
         try:
             name = model_info(m.name).name
         except AnntError as exc:
@@ -112,7 +204,7 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
         if missing and _is_factory(name):
             raise SpecError(source, f"{where}.checkpoints", f"a user factory model is loaded, not trained, in a"
                             f" study: give a checkpoint for {missing[0].tag} (annt import / annt train"
-                            " --model-factory write them)")
+                            " --model-factory write them), or at full precision factory: with its weights:")
         for dataset in model_sets:
             for j, b in enumerate(bits):
                 slot_key = f"{dataset}/{name}/{b.tag}"
@@ -209,6 +301,29 @@ def _progression(spec: StudySpec, source: str, name: str, params: dict[str, Any]
     return tuple(valid)
 
 
+def _check_gradients(spec: StudySpec, source: str, slots: list[ModelSlot], attacks: dict[str, list[AttackConfig]],
+                     loaded: dict[int, nn.Module]) -> None:
+    """A gradient attack or the diagnose checklist on a model without gradients (ONNX) is one line."""
+    from annt.attacks import check_model_supports
+    from annt.robustness.runner import check_diagnosable
+
+    for slot in slots:
+        model = loaded.get(slot.spec_index)
+        if model is None:
+            continue
+        where = f"models[{slot.spec_index}]"
+        for attack in attacks[slot.dataset]:
+            try:
+                check_model_supports(attack.name, model, f"model {slot.model}")
+            except AnntError as exc:
+                raise _err(source, where, exc) from None
+        if spec.diagnose is not None:
+            try:
+                check_diagnosable(model, f"model {slot.model}")
+            except AnntError as exc:
+                raise _err(source, where, exc) from None
+
+
 def spec_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -230,7 +345,8 @@ def build_plan(
         if canonical in datasets:
             raise SpecError(source, f"datasets[{i}]", f"{canonical!r} is listed twice")
         datasets.append(canonical)
-    slots = _slots(spec, source, datasets, spec_dir)
+    loaded: dict[int, nn.Module] = {}
+    slots = _slots(spec, source, datasets, spec_dir, loaded)
     for d in datasets:
         if not any(s.dataset == d for s in slots):
             raise SpecError(source, "models", f"no model is trained or loaded for dataset {d!r}")
@@ -240,9 +356,12 @@ def build_plan(
     except AnntError as exc:
         raise _err(source, "device", exc) from None
     attacks = _attacks(spec, source, datasets, dev)
+    _check_gradients(spec, source, slots, attacks, loaded)
     out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
     # where and how fast a study runs does not change what it computes
-    study_id = spec_hash(spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"}))[:16]
+    dump = spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"})
+    dump["models"] = [identity(ModelSpec, m) for m in dump["models"]]  # fields added later: only when set
+    study_id = spec_hash(dump)[:16]
     return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)

@@ -20,12 +20,13 @@ from typing import Any
 import torch
 
 from annt.experiments.spec import StudySpec, TrainSettings
+from annt.experiments.user_models import UserModel
 from annt.quant.bits import BitSpec
 
 
 @dataclass(frozen=True)
 class ModelSlot:
-    """One (dataset, model, bitwidth): trained by the study or loaded from ``checkpoint``."""
+    """One (dataset, model, bitwidth): trained by the study, or loaded from ``checkpoint`` or ``user``."""
 
     dataset: str
     model: str
@@ -36,10 +37,16 @@ class ModelSlot:
     spec_index: int
     zoo_name: str | None = None  # ``zoo:NAME`` as the spec wrote it: reports show it, not the install path
     trust_unverified: bool = False  # the spec allows a checkpoint without a sha256 seal
+    user: UserModel | None = None  # a factory, TorchScript or ONNX model; ``model`` is its label
 
     @property
     def key(self) -> str:
         return f"{self.dataset}/{self.model}/{self.bits.tag}"
+
+    @property
+    def given(self) -> bool:
+        """Loaded (a checkpoint or a user's model), not trained by the study."""
+        return self.checkpoint is not None or self.user is not None
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ def study_cells(plan: StudyPlan, *, report: bool | None = None) -> Iterator[Cell
     ids: list[str] = []
     for slot in plan.slots:
         ids.append(model_id(slot))
-        yield Cell(model_id(slot), "load" if slot.checkpoint is not None else "train", (), slot)
+        yield Cell(model_id(slot), "load" if slot.given else "train", (), slot)
     for dataset, attacks in plan.attacks.items():
         for run in range(plan.spec.runs):
             for slot in plan.sources(dataset):

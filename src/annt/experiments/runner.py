@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from annt.data import ImageSet, load_dataset
 from annt.errors import AnntError
@@ -34,6 +33,7 @@ from annt.experiments.spec import SpecError, StudySpec, load_spec
 from annt.experiments.steps import cell_key, intact_cell
 from annt.experiments.tasks import WORKSPACE, Done, Finished, Task, model_of
 from annt.inputs.results_db import check_ours
+from annt.progress import Progress
 from annt.store.lock import OutputLock
 from annt.store.results import DB_NAME, ResultsDB
 
@@ -196,7 +196,7 @@ class _Walk:
         self.done: dict[str, Done] = {}
         self.failure: BaseException | None = None
         self.ordering = LongestFirst({cell.id: i for i, cell in enumerate(self.waiting)}, executor.capacity)
-        self.bar = tqdm(total=len(self.waiting), desc=plan.spec.name, unit="cell", disable=not progress)
+        self.bar = Progress(len(self.waiting), plan.spec.name, "cells", enabled=progress)
 
     def run(self) -> None:
         """Until every cell is done (or one failed and the running ones have finished)."""
@@ -245,7 +245,7 @@ class _Walk:
         """Submit ready cells while the executor has room."""
         while self.ready and len(self.running) < self.executor.capacity:
             cell, key, h = self.ready.pop(0)
-            self.bar.set_postfix_str(f"{cell.kind} {cell.label}")
+            self.bar.set_postfix(f"{cell.kind} {cell.label}")
             task = Task(self.plan, cell, key, h, {d: self.done[d] for d in cell.deps}, self.executor.progress)
             self.running[self.executor.submit(task)] = _Running(cell, task)
 
@@ -263,7 +263,7 @@ class _Walk:
         self.ordering.finished(job.cell, fin.seconds)
         sha = fin.row.get(SET_SHA256) if kind_of(job.cell.kind).yields_set else None
         self.done[job.cell.id] = Done(fin.hash, fin.outputs, sha)
-        self.bar.set_postfix_str(job.cell.label, refresh=False)
+        self.bar.set_postfix(job.cell.label)
         self.bar.update(1)
 
 

@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from annt.errors import AnntError
 from annt.inputs.files import MAX_YAML_BYTES, regular_file
+from annt.inputs.identity import later
 from annt.inputs.numbers import SEED_MAX
 from annt.inputs.yaml_safe import load_yaml
 from annt.metrics.flags import FlagCriterion
+from annt.quant.bits import BitSpec, parse_bits
 from annt.robustness import defaults as diagnose_defaults
 from annt.store.naming import slug  # noqa: F401  (re-exported: studies name files with it)
 
@@ -52,27 +54,90 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    epochs: int | None = Field(None, ge=1)
-    train_limit: int | None = Field(None, ge=1)
-    seed: int = Field(0, ge=0, le=SEED_MAX)
+    epochs: int | None = Field(None, ge=1, description="training epochs (default: the recipe's)")
+    train_limit: int | None = Field(None, ge=1, description="train on the first N training images only")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="training seed")
 
     @property
     def recipe_overrides(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
+USER_SOURCES = ("factory", "torchscript", "onnx")
+"""The keys that name a user's own model, loaded as it is (full precision), instead of ``name``."""
+_A = {"factory": "a factory", "torchscript": "a TorchScript", "onnx": "an ONNX"}
+
+
 class ModelSpec(_Strict):
-    """One architecture at one or more bitwidths; each bitwidth is trained or loaded."""
+    """One architecture at one or more bitwidths, each trained or loaded; or a user's own model.
 
-    name: str
-    bits: list[str | int] = Field(default_factory=lambda: ["fp"], min_length=1)
-    datasets: list[str] | None = Field(None, min_length=1)
-    train: TrainSettings = Field(default_factory=TrainSettings)
-    checkpoints: dict[str, str] = Field(default_factory=dict)
-    checkpoint: str | None = None
+    A user's model is ``factory`` (with ``args`` and a ``weights`` file), ``torchscript`` or
+    ``onnx``, with optional input normalisation ``mean``/``std`` and the ``label`` reports show.
+    The fields added for it are left out of the study's identity while unset
+    (:func:`annt.inputs.identity.later`), so stored studies keep their ids.
+    """
+
+    name: str | None = Field(None, description="a registered model (`annt models`) or a factory with checkpoints")
+    bits: list[str | int] = Field(default_factory=lambda: ["fp"], min_length=1,
+                                  description="bitwidths: fp, 1..16, 32 or 'W,A,G'")
+    datasets: list[str] | None = Field(None, min_length=1, description="only these of the study's datasets")
+    train: TrainSettings = Field(default_factory=TrainSettings, description="how to train bitwidths without a checkpoint")
+    checkpoints: dict[str, str] = Field(default_factory=dict, description="BITS: checkpoint folder or zoo:NAME to load")
+    checkpoint: str | None = Field(None, description="the checkpoint of a model with one bitwidth")
     trust_unverified: bool = False  # load checkpoints that carry no sha256 seal
+    factory: str | None = later(None, "0.2.0")  # package.module:function or path/to/file.py:function
+    args: dict[str, Any] | None = later(None, "0.2.0")  # the factory's keyword arguments
+    weights: str | None = later(None, "0.2.0")  # .safetensors or a state_dict file for the factory
+    torchscript: str | None = later(None, "0.2.0")  # a TorchScript file
+    onnx: str | None = later(None, "0.2.0")  # an ONNX file (no gradients: gradient-free attacks only)
+    mean: list[float] | None = later(None, "0.2.0", min_length=1)  # normalisation put inside the model
+    std: list[float] | None = later(None, "0.2.0", min_length=1)  # per-channel std, with mean
+    label: str | None = later(None, "0.2.0", pattern=NAME_PATTERN)  # the name reports show
 
-    _lists = field_validator("bits", "datasets", mode="before")(_as_list)
+    _lists = field_validator("bits", "datasets", "mean", "std", mode="before")(_as_list)
+
+    @property
+    def source(self) -> str | None:
+        """Which of :data:`USER_SOURCES` names the model (``None``: a registered model or factory ``name``)."""
+        return next((k for k in USER_SOURCES if getattr(self, k) is not None), None)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        """Exactly one of ``name``, ``factory``, ``torchscript``, ``onnx``; the options that go with it."""
+        given = [k for k in ("name", *USER_SOURCES) if getattr(self, k) is not None]
+        if not given:
+            raise ValueError("name the model: name (a registered model or factory with checkpoints),"
+                             " factory, torchscript or onnx")
+        if len(given) > 1:
+            raise ValueError(f"{given[0]} and {given[1]} both name the model; give one")
+        if self.source is None:
+            extra = [k for k in ("args", "weights", "mean", "std", "label") if getattr(self, k) is not None]
+            if extra:
+                raise ValueError(f"{extra[0]} goes with a factory, torchscript or onnx model, not with name")
+            return self
+        if self.source != "factory" and (self.args is not None or self.weights is not None):
+            raise ValueError(f"{'args' if self.args is not None else 'weights'} go with a factory,"
+                             f" not with {self.source}")
+        loaded = [k for k in ("checkpoints", "checkpoint", "train", "trust_unverified") if k in self.model_fields_set]
+        if loaded:
+            raise ValueError(f"{loaded[0]} does not apply to {_A[self.source]} model, which is loaded as it is")
+        try:
+            full = len(self.bits) == 1 and parse_bits(self.bits[0]) == BitSpec()
+        except AnntError:
+            full = False
+        if not full:
+            raise ValueError(f"{_A[self.source]} model is loaded as it is, at full precision (bits: fp);"
+                             " quantize it with annt train --model-factory --bits N and name its checkpoints")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std for the input normalisation, or neither")
+        if self.mean is not None:
+            from annt.models.sources import check_stats
+
+            try:
+                check_stats(self.mean, self.std)
+            except AnntError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     @field_validator("bits", mode="before")
     @classmethod
@@ -95,11 +160,13 @@ class ModelSpec(_Strict):
 class AttackSpec(_Strict):
     """One attack configuration; ``per_dataset`` overrides parameters for named datasets."""
 
-    name: str
-    label: str | None = Field(None, pattern=NAME_PATTERN)
-    params: dict[str, Any] = Field(default_factory=dict)
-    per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    backend: Literal["annt", "art"] = "annt"
+    name: str = Field(description="a registered attack (`annt attacks`)")
+    label: str | None = Field(None, pattern=NAME_PATTERN,
+                              description="the name results use (default: name); tells two configurations apart")
+    params: dict[str, Any] = Field(default_factory=dict, description="the attack's parameters")
+    per_dataset: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                   description="DATASET: parameters that differ on that dataset")
+    backend: Literal["annt", "art"] = Field("annt", description="run ANNT's code or the Adversarial Robustness Toolbox's")
     batch_size: int | Literal["auto"] = Field(
         100, description="images per attack call; auto: 100 on a CPU, as many as fit on a GPU")
 
@@ -118,9 +185,9 @@ class AttackSpec(_Strict):
 class ProgressionSpec(_Strict):
     """Boundary Attack progression figure (paper Figure 3): images at growing iteration counts."""
 
-    enabled: bool = True
-    images: int = Field(5, ge=1, le=20)
-    iterations: list[int] | None = None
+    enabled: bool = Field(True, description="draw the figure for Boundary Attack entries")
+    images: int = Field(5, ge=1, le=20, description="images shown")
+    iterations: list[int] | None = Field(None, description="iteration counts (default: 0, 1, 2, 5, 10, ... up to max_iter)")
 
     @field_validator("iterations")
     @classmethod
@@ -133,16 +200,16 @@ class ProgressionSpec(_Strict):
 
 
 class ReportSpec(_Strict):
-    enabled: bool = True
-    grid_images: int = Field(8, ge=1, le=32)
-    progression: ProgressionSpec = Field(default_factory=ProgressionSpec)
+    enabled: bool = Field(True, description="write the report when the run ends")
+    grid_images: int = Field(8, ge=1, le=32, description="images per adversarial grid")
+    progression: ProgressionSpec = Field(default_factory=ProgressionSpec, description="Boundary Attack progression figure")
 
 
 class ExecutorSpec(_Strict):
     """Where cells run (never part of a result): ``serial``, local ``processes`` or ``ray``."""
 
-    kind: Literal["serial", "processes", "ray"] = "serial"
-    workers: int | None = Field(None, ge=1, le=4096)
+    kind: Literal["serial", "processes", "ray"] = "serial"  # one cell after the other, a local process pool, or Ray
+    workers: int | None = Field(None, ge=1, le=4096, description="cells run at once (default: all cores)")
     address: str = "local"  # ray: ``local`` starts one for the run, else ``HOST:PORT`` / ``auto``
     gpus_per_cell: float = Field(1.0, gt=0, le=64)  # ray on CUDA: GPUs a cell asks for (0.25: 4 per GPU)
 
@@ -156,14 +223,16 @@ class ExecutorSpec(_Strict):
 class DiagnoseSpec(_Strict):
     """Gradient-masking checklist (``annt diagnose``) on every model of the study."""
 
-    eps: list[float] = Field(min_length=1)
-    norm: Literal["inf", "2"] = diagnose_defaults.DEFAULT_NORM
-    samples: int = Field(diagnose_defaults.DEFAULT_SAMPLES, ge=1)
-    attacks: list[str] | None = None  # default: diagnose_defaults.DEFAULT_ATTACKS that are registered
+    eps: list[float] = Field(min_length=1, description="budgets, each > 0")
+    norm: Literal["inf", "2"] = Field(diagnose_defaults.DEFAULT_NORM, description="the budgets' norm")
+    samples: int = Field(diagnose_defaults.DEFAULT_SAMPLES, ge=1, description="correctly classified test images")
+    attacks: list[str] | None = Field(None, description="attacks to run (default: those of"
+                                      f" {', '.join(diagnose_defaults.DEFAULT_ATTACKS)} that are registered)")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per attack
     surrogate: str | None = None  # checkpoint or zoo:NAME to craft transfer attacks on
-    grow: bool = diagnose_defaults.DEFAULT_GROW
-    tolerance: float = Field(diagnose_defaults.DEFAULT_TOLERANCE, ge=0, le=1)
+    grow: bool = Field(diagnose_defaults.DEFAULT_GROW, description="run the growing-eps check")
+    tolerance: float = Field(diagnose_defaults.DEFAULT_TOLERANCE, ge=0, le=1,
+                             description="robust accuracies closer than this count as equal in the verdict")
 
     _lists = field_validator("eps", mode="before")(_as_list)
 
@@ -192,22 +261,25 @@ class DiagnoseSpec(_Strict):
 class StudySpec(_Strict):
     """A grid of datasets x models x bitwidths x attacks x runs, direct and transfer."""
 
-    name: str = Field("study", pattern=NAME_PATTERN)
-    datasets: list[str] = Field(min_length=1)
-    data_dir: str | None = None
-    models: list[ModelSpec] = Field(min_length=1)
-    attacks: list[AttackSpec] = Field(min_length=1)
-    samples: int = Field(1000, ge=1)
-    runs: int = Field(3, ge=1)
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    transfer: Literal["none", "bitwidths", "all"] = "none"
-    output: str | None = None
-    device: str = "auto"
-    threads: int | None = Field(None, ge=1, le=1024)
-    flag: FlagCriterion = Field(default_factory=FlagCriterion)
-    report: ReportSpec = Field(default_factory=ReportSpec)
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    diagnose: DiagnoseSpec | None = None
+    name: str = Field("study", pattern=NAME_PATTERN, description="the study's name; the default output is runs/NAME")
+    datasets: list[str] = Field(min_length=1, description="dataset names (`annt datasets`); one name needs no list")
+    data_dir: str | None = Field(None, description="dataset root (default: $ANNT_DATA_DIR, else ~/.cache/annt/data)")
+    models: list[ModelSpec] = Field(min_length=1, description="the models attacked and attacked by transfer")
+    attacks: list[AttackSpec] = Field(min_length=1, description="the attack configurations")
+    samples: int = Field(1000, ge=1, description="correctly classified test images per run and source model")
+    runs: int = Field(3, ge=1, description="independent runs (new random images and attack seeds each)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="study seed: sample and attack seeds derive from it")
+    transfer: Literal["none", "bitwidths", "all"] = Field(
+        "none", description="evaluate each set on no other model, the same model's other bitwidths, or every"
+        " model of the dataset")
+    output: str | None = Field(None, description="output folder (default: runs/NAME; annt run --out overrides)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N (annt run --device overrides)")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch (default: torch's)")
+    flag: FlagCriterion = Field(default_factory=FlagCriterion, description="when an adversarial image counts as"
+                                " unrecognisable")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="the report written at the end")
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where cells run (never part of a result)")
+    diagnose: DiagnoseSpec | None = Field(None, description="run the gradient-masking checklist on every model")
 
     _lists = field_validator("datasets", mode="before")(_as_list)
 

@@ -23,12 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class FlagCriterion(BaseModel):
-    """Thresholds for flagging unrecognisable adversarial images (see module docstring)."""
+    """Thresholds for flagging adversarial images no human would recognise.
+
+    The module docstring gives the criterion and its calibration.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ssim_below: float = Field(0.15, ge=0.0, le=1.0)
-    require_true_in_top2: bool = True
+    ssim_below: float = Field(0.15, ge=0.0, le=1.0)  # flag fooling images whose SSIM to the clean one is below this
+    require_true_in_top2: bool = True  # flag only images whose true class the model still ranks first or second
 
 
 def flag_unrecognisable(

@@ -1,4 +1,5 @@
-"""``write_report``: the Markdown summary of a study output directory, with CSVs and PNGs.
+"""``write_report``: the Markdown summary of a study output directory, with CSVs and PNGs,
+and ``provenance.json`` (what wrote them).
 
 Everything is derived from ``results.sqlite`` and the files it references, so a report can
 be (re)written at any time, also while or after a study ran.
@@ -15,12 +16,14 @@ from annt.errors import AnntError
 from annt.inputs.files import read_npz
 from annt.metrics.distances import L0_TOLERANCE
 from annt.metrics.flags import FlagCriterion
+from annt.provenance import provenance
 from annt.report.aggregate import bits_label, bits_order, canonical, group, label_rank, result_key
 from annt.report.figures import heatmap, metric_vs_bits
+from annt.report.html import PROVENANCE_NAME
 from annt.report.images import adversarial_grid, progression_grid
 from annt.report.tables import Table, models_table, table6, table7, transfer_matrices
 from annt.store.adversarial_set import load_recorded_set
-from annt.store.atomic import atomic_write_text
+from annt.store.atomic import atomic_write_json, atomic_write_text
 from annt.store.naming import slug
 from annt.store.results import ResultsDB
 
@@ -245,4 +248,5 @@ def write_report(
 
     md += diagnose_section(out_dir, folder)
     path = atomic_write_text(folder / "report.md", "\n".join(md) + "\n")
+    atomic_write_json(folder / PROVENANCE_NAME, provenance())  # beside the report: report.md stays reproducible
     return path

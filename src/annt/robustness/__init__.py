@@ -9,12 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from annt.robustness.ensemble import robust_accuracy
     from annt.robustness.runner import DiagnoseResult, diagnose, run_checklist
-    from annt.robustness.store import load_diagnose, save_diagnose
+    from annt.robustness.selftest import selftest
+    from annt.robustness.store import load_diagnose, load_robust_accuracy, save_diagnose
 
-__all__ = ["DiagnoseResult", "diagnose", "load_diagnose", "run_checklist", "save_diagnose"]
+__all__ = ["DiagnoseResult", "diagnose", "load_diagnose", "load_robust_accuracy", "robust_accuracy",
+           "run_checklist", "save_diagnose", "selftest"]
 _HOME = {"DiagnoseResult": "runner", "diagnose": "runner", "run_checklist": "runner",
-         "load_diagnose": "store", "save_diagnose": "store"}
+         "load_diagnose": "store", "save_diagnose": "store", "load_robust_accuracy": "store",
+         "robust_accuracy": "ensemble", "selftest": "selftest"}
 
 
 def __getattr__(name: str) -> Any:

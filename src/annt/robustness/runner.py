@@ -20,6 +20,8 @@ from torch import nn
 
 from annt.attacks import list_attacks
 from annt.errors import AnntError
+from annt.progress import Progress
+from annt.provenance import provenance
 from annt.robustness import checks, verdict
 from annt.robustness.checks import Outcome
 from annt.robustness.defaults import (  # noqa: F401  (the defaults live there; still importable from here)
@@ -32,6 +34,16 @@ from annt.robustness.defaults import (  # noqa: F401  (the defaults live there; 
     DEFAULT_TOLERANCE,
     NORMS,
 )
+
+
+def check_diagnosable(model: nn.Module, label: str = "the model") -> None:
+    """One line when ``model`` has no input gradients (ONNX Runtime): the checklist needs them."""
+    from annt.attacks.registry import is_differentiable
+
+    if not is_differentiable(model):
+        raise AnntError(f"diagnose: {label} is run by an inference runtime without input gradients, and"
+                        " the checklist compares gradient attacks with gradient-free ones; diagnose its"
+                        " differentiable original, and attack this one with square, boundary or hop_skip_jump")
 
 
 @dataclass
@@ -52,6 +64,7 @@ class DiagnoseResult:
     evidence: list[str]
     skipped: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # what computed it (annt.provenance)
 
     @property
     def samples(self) -> int:
@@ -75,7 +88,7 @@ class DiagnoseResult:
             "worst_case": {str(k): v for k, v in self.worst_case.items()},
             "growing_eps": [list(r) for r in self.growing], "gradient": self.gradient,
             "verdict": self.verdict, "evidence": self.evidence, "skipped": self.skipped,
-            "meta": self.meta,
+            "meta": self.meta, "provenance": self.provenance,
         }
 
 
@@ -104,8 +117,10 @@ def run_checklist(
     batch_size: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     grow: bool = DEFAULT_GROW,
+    progress: bool = False,
 ) -> tuple[list[Outcome], dict[float, float], list[tuple[float, float]], dict[str, float], list[str], list[str]]:
-    """The checklist on given images (already correctly classified by ``model``)."""
+    """The checklist on given images (already correctly classified by ``model``); ``progress``:
+    report each step (attack runs, growing eps, gradients) on stderr."""
     params = {a: DEFAULT_PARAMS.get(a, {}) | (params or {}).get(a, {}) for a in set(DEFAULT_PARAMS) | set(params or {})}
     wanted = list(attacks) if attacks is not None else [a for a in DEFAULT_ATTACKS if a in list_attacks()]
     skipped = [f"{a}: not registered" for a in DEFAULT_ATTACKS if attacks is None and a not in list_attacks()]
@@ -116,34 +131,43 @@ def run_checklist(
     outcomes: list[Outcome] = []
     evidence: list[str] = []
     worst: dict[float, float] = {}
+    per_eps = len(wanted) + (surrogate is not None) + (len(options) - 1 + ("pgd" not in wanted) if len(options) > 1 else 0)
+    bar = Progress(len(eps) * per_eps + grow + 1, "diagnose", "steps", enabled=progress)
+
+    def run(attack: str, e: float, extra: dict[str, Any] | None, **how: Any) -> Outcome:
+        bar.set_postfix(f"{how.get('label') or attack} eps {e:g}")
+        outcome = checks.run_one(model, x, y, attack, e, norm, extra, seed, batch_size, **how)
+        bar.update(1)
+        return outcome
+
     for e in eps:
-        rows = [checks.run_one(model, x, y, a, e, norm, params.get(a), seed, batch_size) for a in wanted]
+        rows = [run(a, e, params.get(a)) for a in wanted]
         if surrogate is not None:
-            rows.append(checks.run_one(
-                model, x, y, transfer_attack, e, norm, params.get(transfer_attack), seed, batch_size,
-                source=surrogate, label=f"transfer_{transfer_attack}", kind="transfer",
-            ))
+            rows.append(run(transfer_attack, e, params.get(transfer_attack), source=surrogate,
+                            label=f"transfer_{transfer_attack}", kind="transfer"))
         evidence += verdict.judge_eps(rows, tolerance)
         if len(options) > 1:
             base = next((o for o in rows if o.attack == "pgd" and o.kind == "iterative"), None)
             if base is None:
-                base = checks.run_one(model, x, y, "pgd", e, norm, params.get("pgd"), seed, batch_size)
+                base = run("pgd", e, params.get("pgd"))
                 rows.append(base)
-            surr = [
-                checks.run_one(model, x, y, "pgd", e, norm, (params.get("pgd") or {}) | {"gradient": g},
-                               seed, batch_size, label=f"pgd_gradient_{g}", kind="surrogate")
-                for g in options[1:]
-            ]
+            surr = [run("pgd", e, (params.get("pgd") or {}) | {"gradient": g}, label=f"pgd_gradient_{g}",
+                        kind="surrogate") for g in options[1:]]
             evidence += verdict.judge_surrogates(base, surr, options[0], tolerance)
             rows += surr
         outcomes += rows
         worst[e] = float(np.logical_and.reduce([o.robust for o in rows]).mean())
     growing: list[tuple[float, float]] = []
     if grow:
+        bar.set_postfix("pgd at growing eps")
         growing = checks.growing_eps(model, x, y, max(eps), norm, params.get("pgd"), seed, batch_size)
+        bar.update(1)
         evidence += verdict.judge_growing(growing, "pgd")
+    bar.set_postfix("input gradients")
     health = checks.gradient_health(model, x, y)
+    bar.update(1)
     evidence += verdict.judge_gradients(health, tolerance)
+    bar.close()
     return outcomes, worst, growing, health, evidence, skipped
 
 
@@ -174,21 +198,18 @@ def diagnose(
     tolerance: float = DEFAULT_TOLERANCE,
     grow: bool = DEFAULT_GROW,
     out_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> DiagnoseResult:
     """Run the checklist on ``samples`` seeded, correctly classified test images of ``dataset``
-    (default: the checkpoint's); write ``diagnose.json`` / ``diagnose.npz`` to ``out_dir``."""
+    (default: the checkpoint's); write ``diagnose.json`` / ``diagnose.npz`` to ``out_dir``.
+    ``progress``: report each step on stderr (a bar on a terminal, plain lines in a log)."""
     from annt.data import load_dataset
     from annt.data.sampling import sample_correct
     from annt.zoo import load_model
 
     model = checkpoint if isinstance(checkpoint, nn.Module) else load_model(checkpoint, device=device)
     meta = dict(getattr(model, "annt_meta", {}) or {})
-    from annt.attacks.registry import is_differentiable
-
-    if not is_differentiable(model):
-        raise AnntError("diagnose: the model is run by an inference runtime without input gradients, and"
-                        " the checklist compares gradient attacks with gradient-free ones; diagnose its"
-                        " differentiable original, and attack this one with square, boundary or hop_skip_jump")
+    check_diagnosable(model)
     dataset = dataset or meta.get("dataset")
     if not dataset:
         raise AnntError("diagnose: the model names no dataset; pass dataset (--dataset)")
@@ -211,7 +232,7 @@ def diagnose(
     x, y = chosen.x.to(dev), chosen.y.to(dev)
     outcomes, worst, growing, health, evidence, skipped = run_checklist(
         model, x, y, eps_list, norm=norm, attacks=attacks, params=params, surrogate=src,
-        seed=seed, batch_size=batch_size, tolerance=tolerance, grow=grow,
+        seed=seed, batch_size=batch_size, tolerance=tolerance, grow=grow, progress=progress,
     )
     name = checkpoint if not isinstance(checkpoint, nn.Module) else meta.get("zoo", "model")
     result = DiagnoseResult(
@@ -222,6 +243,7 @@ def diagnose(
         meta={"model": meta.get("model"), "bits": meta.get("bits"), "bits_tag": _bits_tag(meta.get("bits")),
               "surrogate": None if surrogate is None else str(surrogate if not isinstance(surrogate, nn.Module) else "model"),
               "tolerance": tolerance},
+        provenance=provenance(dev),
     )
     if out_dir is not None:
         from annt.robustness.store import save_diagnose

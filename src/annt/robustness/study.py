@@ -50,7 +50,8 @@ def diagnose_one(plan: Any, handle: Any, folder: Path, settings: dict[str, Any],
         norm=block.norm, attacks=block.attacks, params=block.params, surrogate=surrogate,
         seed=plan.spec.seed, data_dir=plan.spec.data_dir, tolerance=block.tolerance, grow=block.grow,
     )
-    result.checkpoint = slot.zoo_name or str(handle.folder)
+    user = getattr(slot, "user", None)  # a user's own model: as the spec names it
+    result.checkpoint = slot.zoo_name or (user.shown if user is not None else str(handle.folder))
     result.meta |= {"settings": settings, "model": slot.model, "bits_tag": slot.bits.tag,
                     "surrogate": block.surrogate}
     save_diagnose(folder, result)

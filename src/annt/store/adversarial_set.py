@@ -19,6 +19,8 @@ from annt.errors import AnntError
 from annt.inputs.arrays import bool_mask, float_images, int_labels
 from annt.inputs.files import MAX_NPZ_BYTES, read_json_object, read_npz, regular_file
 from annt.inputs.hashing import file_digest
+from annt.provenance import FIELD as PROVENANCE
+from annt.provenance import provenance
 from annt.store.atomic import atomic_save_npz, atomic_write_json
 from annt.version import __version__
 
@@ -52,7 +54,8 @@ def set_seal(meta: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def save_adversarial_set(path: str | Path, adv: AdversarialSet) -> Path:
+def save_adversarial_set(path: str | Path, adv: AdversarialSet, *, device: str | torch.device | None = None) -> Path:
+    """Write the npz, then the sealed sidecar (``provenance``: what crafted it on ``device``)."""
     path = Path(path)
     if path.suffix != ".npz":
         raise AnntError(f"adversarial set path {path} must end in .npz")
@@ -69,6 +72,7 @@ def save_adversarial_set(path: str | Path, adv: AdversarialSet) -> Path:
     atomic_save_npz(path, **arrays)
     meta = {k: v for k, v in adv.meta.items() if k not in ("sha256", "npz_sha256")}
     meta.update(annt_version=__version__, count=len(adv), npz_sha256=file_digest(path))
+    meta[PROVENANCE] = provenance(device)
     meta["sha256"] = set_seal(meta)
     atomic_write_json(sidecar_path(path), meta)
     return path

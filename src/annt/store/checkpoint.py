@@ -1,7 +1,8 @@
 """Checkpoints: ``model.safetensors`` + ``model.json`` sidecar; loading never unpickles.
 
 The sidecar records how to rebuild the model (name, bitwidth, dataset geometry, classes),
-the sha256 of the weights file and a seal: the sha256 of the whole sidecar (weights hash
+what wrote it (``provenance``: versions, device, numeric settings, source revision), the
+sha256 of the weights file and a seal: the sha256 of the whole sidecar (weights hash
 included), so editing ``bits`` or ``geometry`` is caught like a damaged weights file. A
 checkpoint without the seal (older ANNT, other tools) loads only when the caller says it
 trusts it (``trust_unverified``, ``--trust-unverified`` on the command line).
@@ -22,6 +23,8 @@ from torch import nn
 from annt.errors import AnntError
 from annt.inputs.files import GiB, read_json_object, regular_file
 from annt.inputs.hashing import file_digest
+from annt.provenance import FIELD as PROVENANCE
+from annt.provenance import provenance
 from annt.store.atomic import atomic_write_bytes, atomic_write_json
 from annt.version import __version__
 
@@ -63,6 +66,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) 
         if is_factory_ref(sidecar["model"]):  # a file-path factory: record the file it was built from
             sidecar.update(factory_fingerprint(sidecar["model"]))
     sidecar["annt_version"] = __version__
+    sidecar[PROVENANCE] = provenance(next((p.device for p in model.parameters()), None))
     sidecar["weights_sha256"] = file_digest(folder / WEIGHTS)
     sidecar[SEAL] = seal_of(sidecar)
     atomic_write_json(folder / SIDECAR, sidecar)

@@ -51,11 +51,18 @@ class OutputLock:
         self.say = say if say is not None else sys.stderr
         self._fd: int | None = None
 
-    def holder(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.path.read_text() or "{}")
-        except (OSError, ValueError):
-            return {}
+    def holder(self, settle: float = 0.0) -> dict[str, Any]:
+        """The holder's details; ``settle`` seconds to wait for a holder that has just taken the
+        lock and not yet written them."""
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                info = json.loads(self.path.read_text() or "{}")
+            except (OSError, ValueError):
+                info = {}
+            if info.get("pid") or time.monotonic() >= deadline:
+                return info
+            time.sleep(0.05)
 
     def _try(self) -> bool:
         assert self._fd is not None and fcntl is not None
@@ -76,10 +83,10 @@ class OutputLock:
             if not self.wait:
                 os.close(self._fd)
                 self._fd = None
-                raise AnntError(f"{self.path.parent} is in use by another annt run ({_holder_text(self.holder())});"
+                raise AnntError(f"{self.path.parent} is in use by another annt run ({_holder_text(self.holder(2.0))});"
                                 " wait for it to finish or pass --wait")
             if not waited:
-                print(f"annt: waiting for {self.path.parent}: in use by {_holder_text(self.holder())}",
+                print(f"annt: waiting for {self.path.parent}: in use by {_holder_text(self.holder(2.0))}",
                       file=self.say, flush=True)
                 waited = True
             time.sleep(self.poll)

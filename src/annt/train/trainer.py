@@ -19,15 +19,22 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from annt.data import ImageSet, dataset_info, load_dataset
 from annt.errors import AnntError
 from annt.models import create_model
 from annt.models.inference import accuracy
+from annt.progress import Progress
 from annt.quant.bits import parse_bits
 from annt.store.atomic import atomic_write_text
 from annt.store.checkpoint import read_meta, save_checkpoint
+from annt.train.adversarial import (
+    adversarial_examples,
+    crafting_generator,
+    eps_at,
+    robust_accuracy,
+    trades_term,
+)
 from annt.train.recipes import EXECUTION_FIELDS, Recipe, checked_recipe
 from annt.train.state import has_train_state, load_train_state, save_train_state
 from annt.zoo import load_model, load_model_ref
@@ -41,6 +48,7 @@ class TrainResult:
     test_accuracy: float
     epochs: int
     history: list[dict[str, Any]]
+    robust_validation_accuracy: float | None = None  # of best/, with ``robust_validation``
 
 
 def default_device() -> torch.device:
@@ -186,17 +194,25 @@ def _training_forward(model: nn.Module, recipe: Recipe) -> nn.Module:
 
 def _train_step(
     forward: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: Recipe,
-    teacher: nn.Module | None = None, regularizer: Any = None,
+    teacher: nn.Module | None = None, regularizer: Any = None, x_adv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a batch; returns the loss and the logits (both still attached)."""
+    """One optimiser step on a batch; returns the loss and the logits (both still attached).
+
+    With ``x_adv`` (adversarial training) the step learns from those examples instead of ``x``,
+    or, for TRADES, from ``x`` plus the KL term between the outputs on ``x`` and on ``x_adv``.
+    """
+    trades = x_adv is not None and recipe.adv_method == "trades"
+    inputs = x if x_adv is None or trades else x_adv
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-        logits = forward(x)
+        logits = forward(inputs)
         if recipe.bf16:
             logits = logits.float()
         loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        if trades:
+            loss = loss + recipe.trades_beta * trades_term(logits, forward(x_adv).float())
         if recipe.distill_weight > 0:
             with torch.no_grad():
-                soft = teacher(x).float()  # type: ignore[misc]
+                soft = teacher(inputs).float()  # type: ignore[misc]
             loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * _distill_loss(
                 logits, soft, recipe.distill_temperature
             )
@@ -229,7 +245,13 @@ def fit(
     ``train_set.x`` may be float32 in [0,1] or uint8 (``compact_images``; values k/255): either
     way the model sees the same float32 batches.
 
-    Returns the per-epoch history and the best validation accuracy.
+    With ``recipe.adv_method`` each batch is replaced by adversarial examples crafted against the
+    model (annt.train.adversarial); with ``recipe.robust_validation`` that many validation images
+    are attacked by PGD after each epoch and ``best/`` keeps the epoch with the highest robust
+    accuracy (early stopping against robust overfitting, Rice et al. 2020).
+
+    Returns the per-epoch history and the best validation score (the robust accuracy with
+    ``robust_validation``, else the accuracy).
     """
     out = Path(out_dir)
     device = torch.device(device) if device is not None else default_device()
@@ -274,10 +296,12 @@ def fit(
     # the training images as uint8 where they are 8-bit (exactly the same floats per batch)
     images, labels = compact_images(train_set.x).to(device), train_set.y.to(device)
     val_set = _on_device(val_set, device)
+    robust_set = val_set.x[: recipe.robust_validation], val_set.y[: recipe.robust_validation]
     forward = _training_forward(model, recipe)
     n = len(train_set)
     for epoch in range(start, recipe.epochs):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        craft_gen = crafting_generator(seed, epoch, device) if recipe.adv_method != "none" else None
         lr = _lr_at(recipe, epoch)
         _set_lr(optimizer, lr)
         model.train()
@@ -287,21 +311,25 @@ def fit(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
-        bar = tqdm(
-            range(0, n, recipe.batch_size), desc=f"epoch {epoch + 1}/{recipe.epochs}",
-            disable=not progress, leave=False, unit="batch",
-        )
-        for step, start_i in enumerate(bar):
+        batches = range(0, n, recipe.batch_size)
+        bar = Progress(len(batches), f"epoch {epoch + 1}/{recipe.epochs}", "batches", transient=True, enabled=progress)
+        for step, start_i in enumerate(batches):
             if _per_batch_lr(recipe):
                 _set_lr(optimizer, _lr_at(recipe, epoch + start_i / n))
             idx = order[start_i : start_i + recipe.batch_size]
             x, y = _batch(images, labels, idx, recipe, gen, device)
-            loss, logits = _train_step(forward, optimizer, x, y, recipe, teacher, regularizer)
+            x_adv = None
+            if craft_gen is not None:
+                eps = eps_at(recipe, epoch + start_i / n)
+                x_adv = adversarial_examples(model, x, y, recipe, eps, craft_gen)
+            loss, logits = _train_step(forward, optimizer, x, y, recipe, teacher, regularizer, x_adv)
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+                bar.set_postfix(f"loss={loss_sum.item() / seen:.4f}, acc={correct.item() / seen:.4f}")
+            bar.update(1)
+        bar.close()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tic
@@ -311,12 +339,18 @@ def fit(
             "validation_accuracy": val_acc, "seconds": round(seconds, 3),
             "images_per_s": round(seen / seconds, 1),
         }
+        if recipe.adv_method != "none":
+            record["adv_eps"] = eps  # the budget of the epoch's last batch (ramps up during adv_warmup_epochs)
+        epoch_meta = {**meta, "epochs": epoch + 1, "seed": seed, "validation_accuracy": val_acc}
+        score = val_acc
+        if recipe.robust_validation:
+            score = robust_accuracy(model, *robust_set, recipe, seed)
+            record["robust_validation_accuracy"] = epoch_meta["robust_validation_accuracy"] = score
         history.append(record)
         if progress:
-            tqdm.write(json.dumps(record))
-        epoch_meta = {**meta, "epochs": epoch + 1, "seed": seed, "validation_accuracy": val_acc}
-        if val_acc > best_val:
-            best_val = val_acc
+            print(json.dumps(record), flush=True)
+        if score > best_val:
+            best_val = score
             save_checkpoint(out / "best", model, epoch_meta)
         save_checkpoint(last, model, epoch_meta)
         save_train_state(last, optimizer, {"config": config, "history": history, "best_val": best_val})
@@ -493,8 +527,11 @@ def train_model(
     history, best_val = fit(
         model, train_set, val_set, recipe, out, meta, seed=seed, device=device, progress=progress, teacher=teacher_model
     )
+    robust_val = None
+    if recipe.robust_validation:  # best/ is the most robust epoch: report its clean accuracy too
+        robust_val, best_val = best_val, read_meta(out / "best")["validation_accuracy"]
     if not evaluate_test:
-        return TrainResult(out / "best", out / "last", best_val, float("nan"), len(history), history)
+        return TrainResult(out / "best", out / "last", best_val, float("nan"), len(history), history, robust_val)
     from annt.store.checkpoint import load_checkpoint
 
     test_set = load_dataset(dataset, "test", data_dir)
@@ -503,4 +540,4 @@ def train_model(
     best_meta = read_meta(out / "best")
     if best_meta.get("test_accuracy") != test_acc:
         save_checkpoint(out / "best", best_model, {**best_meta, "test_accuracy": test_acc})
-    return TrainResult(out / "best", out / "last", best_val, test_acc, len(history), history)
+    return TrainResult(out / "best", out / "last", best_val, test_acc, len(history), history, robust_val)

@@ -25,7 +25,6 @@ from annt.models.sources import (
     check_model_args,
     factory_fingerprint,
     is_factory_ref,
-    load_onnx,
     load_state_into,
     load_torchscript,
     load_weights_file,
@@ -149,7 +148,9 @@ def load_model_ref(
         model.annt_bits = BitSpec()  # type: ignore[assignment]
     elif path.is_file() or path.suffix.lower() == ".onnx":
         if path.suffix.lower() == ".onnx":
-            model = load_onnx(path)
+            from annt.deploy.runtime import load_deployed  # checks an export sidecar when present
+
+            model = load_deployed(path)
         elif path.suffix.lower() == ".py":
             raise AnntError(f"{text} is a Python file: name the function that builds the model,"
                             f" {text}:FUNCTION")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import torch
 
 from annt.errors import AnntError
 from annt.experiments.kinds.base import CellKind, Measured
-from annt.experiments.plan import Cell, StudyPlan
+from annt.experiments.plan import Cell, ModelSlot, StudyPlan
 from annt.experiments.table import INT, REAL, TEXT, Facts, Field, Table, fact, kinds
 from annt.experiments.tasks import Done, Task, Workspace, relative
 from annt.inputs.fit import check_fits
@@ -25,8 +26,9 @@ MODELS = Table("models", "model", (
     Field("model", lambda f: f.slot.model, TEXT, key=True),
     Field("bits", lambda f: str(f.slot.bits), TEXT, key=True),
     Field("bits_tag", lambda f: f.slot.bits.tag, TEXT),
-    Field("origin", lambda f: "checkpoint" if f.cell.kind == "load" else "train", TEXT, key=True),
+    Field("origin", lambda f: _origin(f.slot) if f.cell.kind == "load" else "train", TEXT, key=True),
     Field("checkpoint", fact("checkpoint"), TEXT),  # the zoo name or given folder; a trained model's best/
+    Field("source", lambda f: f.source, TEXT, kinds=kinds("load")),  # a user's model: files' sha256, args...
     Field("sha256", fact("sha256"), TEXT),  # weights; a given checkpoint's is known before loading:
     Field("given_sha256", fact("sha256"), key="sha256", kinds=kinds("load")),
     Field("recipe", lambda f: f.slot.recipe, key=True, kinds=kinds("train")),
@@ -36,6 +38,12 @@ MODELS = Table("models", "model", (
     Field("validation_accuracy", fact("validation_accuracy"), REAL),
     Field("epochs", fact("epochs"), INT),
 ))
+
+
+def _origin(slot: ModelSlot) -> str:
+    """``checkpoint``, or how a user's model is given: ``factory``, ``torchscript``, ``onnx``."""
+    return "checkpoint" if slot.user is None else slot.user.source
+
 
 # ---------------------------------------------------------------------------- train
 
@@ -87,20 +95,28 @@ TRAIN = CellKind("train", MODELS, _train_inputs, _train, intact_model, exact_flo
 
 
 def _load_inputs(plan: StudyPlan, cell: Cell, deps: dict[str, Done], facts: Facts) -> Facts:
-    """The given checkpoint's folder and weights sha256 (part of the key: known before loading)."""
+    """The given checkpoint's folder and weights sha256 (part of the key: known before loading);
+    for a user's model its main file and the sha256 of its identity (files, args, normalisation)."""
+    user = facts.slot.user
+    if user is not None:
+        source = json.dumps(user.identity(), sort_keys=True, default=str)
+        return facts.but(folder=Path(user.location), sha256=user.digest(), source=source)
     assert facts.slot.checkpoint is not None
     folder = facts.slot.checkpoint.resolve()
     sha = read_meta(folder).get("weights_sha256") or file_digest(folder / WEIGHTS)
-    return facts.but(folder=folder, sha256=sha)
+    return facts.but(folder=folder, sha256=sha, source=None)
 
 
 def _load(task: Task, facts: Facts, dev: torch.device, ws: Workspace, table: Table) -> tuple[dict[str, Any], Measured]:
     slot, folder, sha = facts.slot, facts.folder, facts.sha256
     model = ws.model(slot, folder, sha, dev)
     test = ws.test_set(task.plan, slot.dataset)
-    check_fits(model.annt_meta, test.x, test.y, f"dataset {slot.dataset}", f"checkpoint {folder}")
-    meta = read_meta(folder)
-    measured = {"checkpoint": slot.zoo_name or str(folder), "test_accuracy": accuracy(model, test.x, test.y),
+    user = slot.user
+    check_fits(model.annt_meta, test.x, test.y, f"dataset {slot.dataset}",
+               f"model {user.shown}" if user is not None else f"checkpoint {folder}")
+    meta = read_meta(folder) if user is None else {}
+    measured = {"checkpoint": slot.zoo_name or (user.shown if user is not None else str(folder)),
+                "test_accuracy": accuracy(model, test.x, test.y),
                 "validation_accuracy": meta.get("validation_accuracy"), "epochs": meta.get("epochs")}
     return {"checkpoint": str(folder), "sha256": sha}, measured
 

@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from annt.experiments.attack_api import craft
 from annt.experiments.kinds.base import CellKind, Measured, attack_inputs, file_exists
 from annt.experiments.kinds.sets import samples
 from annt.experiments.table import TEXT, Facts, Field, Table, fact
 from annt.experiments.tasks import Task, Workspace, relative
+from annt.progress import Progress
 from annt.store.atomic import atomic_save_npz
 from annt.store.naming import slug
 
@@ -44,12 +44,15 @@ def _progression(task: Task, facts: Facts, dev: torch.device, ws: Workspace,
     chosen = pool.subset(torch.arange(min(task.key["images"], len(pool))))
     x, y = chosen.x.to(dev), chosen.y.to(dev)
     frames, success = [], []
-    for it in tqdm(attack.progression, desc=f"  progression {attack.label}", leave=False,
-                   disable=not task.progress):
+    bar = Progress(len(attack.progression), f"  progression {attack.label}", "steps", transient=True,
+                   enabled=task.progress)
+    for it in attack.progression:
         result = craft(attack.name, model, x, y, {**attack.params, "max_iter": it},
                        seed=facts.attack_seed, backend=attack.backend, chunk=len(x))
         frames.append(result.adversarial.detach().cpu().float().numpy())
         success.append(result.success.detach().cpu().numpy())
+        bar.update(1)
+    bar.close()
     path = plan.out_dir / "progressions" / source.slot.dataset / \
         f"{slug(source.slot.model)}-{source.slot.bits.tag}-{slug(attack.label)}-{task.hash[:8]}.npz"
     atomic_save_npz(

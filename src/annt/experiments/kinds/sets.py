@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from annt.data import ImageSet
 from annt.data.sampling import sample_correct
@@ -19,6 +18,7 @@ from annt.experiments.kinds.base import SET_SHA256, CellKind, Measured, attack_i
 from annt.experiments.table import INT, REAL, TEXT, Facts, Field, Table, fact
 from annt.experiments.tasks import ModelRef, Task, Workspace, relative
 from annt.inputs.hashing import file_digest
+from annt.progress import Progress
 from annt.store.adversarial_set import AdversarialSet, load_recorded_set, save_adversarial_set
 from annt.store.naming import slug
 from annt.store.results import ResultsDB
@@ -67,8 +67,8 @@ def _craft(task: Task, facts: Facts, dev: torch.device, ws: Workspace, table: Ta
     attack, run, source = facts.attack, facts.run, facts.source
     model = ws.model(source.slot, source.folder, source.sha256, dev)
     chosen = samples(task, source, model, plan.spec.samples, facts.sample_seed, ws)
-    bar = tqdm(total=len(chosen), desc=f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag}"
-               f" run {run}", unit="img", leave=False, disable=not task.progress)
+    bar = Progress(len(chosen), f"  {attack.label} on {source.slot.model}-{source.slot.bits.tag} run {run}",
+                   "images", transient=True, enabled=task.progress)
     tic = time.perf_counter()
     result = craft(
         attack.name, model, chosen.x.to(dev), chosen.y.to(dev), attack.params,
@@ -84,7 +84,7 @@ def _craft(task: Task, facts: Facts, dev: torch.device, ws: Workspace, table: Ta
         costs, {k: v.detach().cpu() for k, v in result.extras.items()},
         table.meta(facts.but(seconds=seconds), cell.kind),
     )
-    save_adversarial_set(path, adv)
+    save_adversarial_set(path, adv, device=dev)
     measured = {
         "path": relative(plan, path), "sha256": file_digest(path), "n": len(chosen),
         "source_success_rate": float(adv.success.float().mean()),
