@@ -149,6 +149,13 @@ class ApgdParams(BallParams):
     restarts: PosInt = 1
 
 
+def _check_dlr_classes(name: str, classes: int, targeted: bool) -> None:
+    """The DLR loss ranks the logits: 3 classes untargeted, 4 with a target beside the true label."""
+    need = 4 if targeted else 3
+    if classes < need:
+        raise AnntError(f"{name}: the DLR loss needs at least {need} classes, got {classes}")
+
+
 @takes(ApgdParams)
 def attack(
     model: nn.Module,
@@ -175,9 +182,8 @@ def attack(
     with eval_mode(model):
         with torch.no_grad():
             classes = model(x[:1]).shape[1]
-        need = 4 if targeted else 3
-        if loss == "dlr" and classes < need:
-            raise AnntError(f"{name}: the DLR loss needs at least {need} classes, got {classes}")
+        if loss == "dlr":
+            _check_dlr_classes(name, classes, targeted)
         clean = predict(model, x) if loss == "dlr" and targeted else None
 
         def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,9 +243,8 @@ def attack_targeted(
     with eval_mode(model):
         with torch.no_grad():
             logits = model(x)
-        if logits.shape[1] < 4:
-            raise AnntError(f"apgd_t: the targeted DLR loss needs at least 4 classes, got {logits.shape[1]}")
-        targets = runner_up_classes(logits, min(n_target_classes, logits.shape[1] - 1))
+        _check_dlr_classes("apgd_t", logits.shape[1], targeted=True)
+        targets = runner_up_classes(logits, n_target_classes)
 
         def run_once(todo: torch.Tensor, target: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
             y = labels[todo]

@@ -205,7 +205,7 @@ def with_restarts(
 
 
 def runner_up_classes(logits: torch.Tensor, n: int) -> torch.Tensor:
-    """[N, n]: the classes ranked 2, 3, ..., n + 1 by ``logits`` (AutoAttack's targets)."""
+    """[N, min(n, classes - 1)]: the classes ranked 2, 3, ..., n + 1 by ``logits`` (AutoAttack's targets)."""
     return logits.sort(dim=1).indices.flip(1)[:, 1 : n + 1]
 
 

@@ -180,7 +180,7 @@ def attack(
             logits = model(x)
         if logits.shape[1] < 2:
             raise AnntError(f"fab_t: needs at least 2 classes, got {logits.shape[1]}")
-        targets = runner_up_classes(logits, min(n_target_classes, logits.shape[1] - 1))
+        targets = runner_up_classes(logits, n_target_classes)
 
         def run_once(todo: torch.Tensor, target: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
             x0 = x[todo]
