@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import signal
+import subprocess
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -91,3 +95,23 @@ def mnist_files(request, monkeypatch) -> Path:
     for name, md5 in md5s.items():
         monkeypatch.setitem(datasets._MNIST_FILES, name, md5)
     return root
+
+
+@pytest.fixture
+def kill_and_resume():
+    """``run(cmd, out)``: start a training command, SIGKILL it once its first ``last/`` checkpoint is
+    on disk (before it finished), then run the same command again to the end."""
+
+    def run(cmd: list[str], out: Path) -> None:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "last" / "train_state.json").exists():
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        finished = json.loads((out / "last" / "train_state.json").read_text())["info"]["history"]
+        assert len(finished) < 3, "the run finished before it could be killed"
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+    return run

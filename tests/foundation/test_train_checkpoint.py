@@ -1,9 +1,7 @@
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -51,22 +49,13 @@ def test_training_is_reproducible_and_finished_run_is_not_repeated(trained, tmp_
     assert again.epochs == result.epochs == 2
 
 
-def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, kill_and_resume):
     reference = tmp_path / "ref"
     train_model("mnist_a", "embedded", "fp", reference, epochs=3, train_limit=1500, progress=False, device="cpu")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "annt.cli.main", "train", "--model", "mnist_a", "--dataset", "embedded",
            "--epochs", "3", "--train-limit", "1500", "--out", str(out), "--no-progress", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "last" / "train_state.json").exists():
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = json.loads((out / "last" / "train_state.json").read_text())["info"]["history"]
-    assert len(finished) < 3, "the run finished before it could be killed"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    kill_and_resume(cmd, out)
     a = load_file(reference / "last" / "model.safetensors")
     b = load_file(out / "last" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -131,7 +127,7 @@ def test_robust_validation_keeps_the_most_robust_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_of_adversarial_training_matches_uninterrupted_run(tmp_path):
+def test_kill_and_resume_of_adversarial_training_matches_uninterrupted_run(tmp_path, kill_and_resume):
     args = ["--model", "mnist_a", "--dataset", "embedded", "--bits", "2", "--epochs", "3", "--train-limit", "600",
             "--adv-method", "pgd", "--adv-eps", "0.1", "--adv-steps", "3", "--adv-warmup-epochs", "1.5",
             "--robust-validation", "50", "--no-progress", "--device", "cpu"]
@@ -139,16 +135,7 @@ def test_kill_and_resume_of_adversarial_training_matches_uninterrupted_run(tmp_p
     assert main(["train", *args, "--out", str(reference)]) == 0
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "annt.cli.main", "train", *args, "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "last" / "train_state.json").exists():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = json.loads((out / "last" / "train_state.json").read_text())["info"]["history"]
-    assert len(finished) < 3, "the run finished before it could be killed"
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    kill_and_resume(cmd, out)
     for sub in ("last", "best"):
         a = load_file(reference / sub / "model.safetensors")
         b = load_file(out / sub / "model.safetensors")
