@@ -95,6 +95,10 @@ def probe_seconds_per_epoch(job: dict[str, Any], device: str, steps: int = 30) -
 
     def step() -> None:
         xb = augment_batch(x, gen) if recipe.augment else x
+        if recipe.adv_method != "none":  # adversarial training crafts every batch's examples first
+            from annt.train.adversarial import adversarial_examples, crafting_generator
+
+            xb = adversarial_examples(model, xb, y, recipe, float(recipe.adv_eps), crafting_generator(0, 0, xb.device))
         if teacher is not None:  # distillation costs the teacher's forward pass too
             with torch.no_grad():
                 teacher(xb)

@@ -27,7 +27,7 @@ def blocks(text: str) -> list[tuple[str, str]]:
 def test_the_page_has_the_tutorial_steps():
     joined = "\n".join(body for _, body in blocks(PAGE.read_text()))
     for step in ("--format fp32", "--format int8", "--format dorefa", "annt evaluate --checkpoint runs/deploy",
-                 "annt attack --checkpoint runs/deploy", "--adversarial", "load_deployed"):
+                 "annt attack --checkpoint runs/deploy", "--adversarial", "annt deploy-gap", "load_deployed"):
         assert step in joined, step
 
 
@@ -50,3 +50,5 @@ def test_every_command_of_the_tutorial_runs(tmp_path):
     accuracy = {o["checkpoint"]: o["accuracy"] for o in out if "accuracy" in o}
     assert min(accuracy.values()) > 0.97
     assert (tmp_path / "runs" / "deploy" / "int8.json").is_file()
+    gap = json.loads((tmp_path / "runs" / "deploy" / "gap-int8" / "gap.json").read_text())
+    assert [r["eps"] for r in gap["results"]] == [0.05, 0.1] and gap["deployed_format"] == "int8"

@@ -12,7 +12,7 @@ from annt.experiments.tasks import Task
 
 
 def test_every_kind_has_its_table_in_the_schema():
-    assert set(KINDS) == {"train", "load", "craft", "evaluate", "transfer", "progression"}
+    assert set(KINDS) == {"train", "load", "export", "craft", "evaluate", "transfer", "progression"}
     for name, kind in KINDS.items():
         assert kind.name == name and SCHEMA[kind.table.name] is kind.table is table_of(name)
     assert [k for k, kind in KINDS.items() if kind.yields_set] == ["craft"]

@@ -134,7 +134,7 @@ def test_every_train_option_reaches_the_recipe(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(annt.train, "train_model", fake_train_model)
     base = ["train", "--model", "lenet5", "--dataset", "mnist-embedded", "--out", str(tmp_path / "r"),
-            "--no-progress", "--device", "cpu"]
+            "--no-progress", "--device", "cpu", "--check-images", "0"]
     from annt.cli.main import main
 
     assert main(base) == 0

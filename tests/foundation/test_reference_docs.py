@@ -102,15 +102,26 @@ def test_attacks_page_has_every_attack_and_parameter(pages):
     from annt.attacks.registry import get_attack, list_attacks
 
     text = pages["attacks.md"]
+    common = text.split("\n## Common parameters\n", 1)[1].split("\n## ", 1)[0]
     for name in list_attacks():
         spec = get_attack(name)
         body = text.split(f"\n## {name}\n", 1)[1].split("\n## ", 1)[0]
         assert spec.description in body and ("gradient-based" if spec.gradient_based else "gradient-free") in body
+        shared = [line for line in body.splitlines() if line.startswith("Common parameters:")]
         for field, info in spec.params_model.model_fields.items():
             default = reference._yaml(info.get_default(call_default_factory=True))
-            assert any(line.startswith(f"| `{field}` |") and f"| `{default}` |" in line
-                       for line in body.splitlines()), (name, field)
+            own = [line for line in body.splitlines() if line.startswith(f"| `{field}` |")]
+            if own:  # described in the attack's own table
+                assert f"| `{default}` |" in own[0], (name, field)
+                continue
+            # else named as a common parameter, whose one row holds this attack's exact row
+            assert shared and f"`{field}`" in shared[0], (name, field)
+            rows = [line for line in common.splitlines() if line.startswith(f"| `{field}` |")]
+            assert len(rows) == 1 and f"| `{default}` |" in rows[0], (name, field)
+            mine = [r for r in reference._field_rows(spec.params_model) if r[0] == f"`{field}`"][0]
+            assert rows[0] == reference._table(("a",) * 5, [mine]).splitlines()[-1], (name, field)
     assert "| `max_queries` | int | `5000` | >= 1 |" in text.split("\n## square\n", 1)[1]
+    assert "| `steps` | int | `40` | >= 1 |" in text.split("\n## pgd\n", 1)[1]  # not the common 100
 
 
 def test_check_option_fails_on_a_stale_page_and_writes_nothing(tmp_path, capsys):

@@ -37,7 +37,7 @@ def _evidence_from(outcomes, growing, health, tolerance=0.01):
     lines = []
     for e in dict.fromkeys(o.eps for o in outcomes):
         rows = [o for o in outcomes if o.eps == e]
-        lines += judge_eps([o for o in rows if o.kind != "surrogate"], tolerance)
+        lines += judge_eps(rows, tolerance)
         surrogates = [o for o in rows if o.kind == "surrogate"]
         if surrogates:
             base = next(o for o in rows if o.attack == "pgd" and o.kind == "iterative")
@@ -119,13 +119,17 @@ def test_checklist_on_the_1bit_zoo_model(zoo_1bit):
 
 
 def test_library_call_writes_results(tmp_path):
-    res = annt.diagnose("zoo:mnist_a@1bit", "mnist-embedded", samples=8, eps=0.1,
-                        attacks=["fgsm", "pgd"], params=QUICK, grow=False, out_dir=tmp_path)
+    res = annt.diagnose("zoo:mnist_a@fp", "mnist-embedded", samples=8, eps=0.1,
+                        attacks=["fgsm", "pgd"], params=QUICK, grow=False, selftest=0, out_dir=tmp_path)
     assert res.samples == 8
-    # the verdict follows the rules on the measurements: measured (seed 0), FGSM, PGD and both
-    # surrogates leave all 8 images robust at eps 0.1 and no gradient vanishes, so no rule fires
+    # the verdict follows the rules on the measurements: the FP model has no quantizer, so every
+    # gradient surrogate row equals PGD's, PGD is at least as strong as FGSM and no gradient
+    # vanishes: no rule fires; without the self-test (selftest=0) the explanation says so
+    pgd = next(o for o in res.outcomes if o.name == "pgd")
+    assert all(np.array_equal(o.robust, pgd.robust) for o in res.outcomes if o.kind == "surrogate")
     assert res.evidence == _evidence_from(res.outcomes, res.growing, res.gradient) == []
     assert res.verdict == verdict(res.evidence) == CLEAN
+    assert res.selftests == [] and res.explanation == ["the attacks' strength was not self-tested (selftest 0)"]
     surrogates = {f"pgd_gradient_{g}" for g in gradient_options("pgd")[1:]}
     assert set(res.table(0.1)) == {"fgsm", "pgd", "worst_case"} | surrogates
     back = load_diagnose(tmp_path)

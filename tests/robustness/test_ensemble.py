@@ -190,3 +190,21 @@ def test_standard_ensemble_runs_autoattack_order(fp_images):
     assert (a - x[:8][broken]).flatten(1).abs().amax(1).max() <= eps + 1e-6
     with torch.no_grad():
         assert (model(a).argmax(1) != y[:8][broken]).all()
+
+
+def test_adaptive_ensemble_breaks_more_of_a_masked_1bit_model_than_standard():
+    """On the 1-bit zoo model the straight-through gradient is masked; the adaptive ensemble's
+    sigmoid-surrogate stages find adversarial examples the standard gradient stages miss."""
+    model = annt.load("zoo:mnist_a@1bit")
+    test = load_dataset("mnist-embedded", "test")
+    x, y = test.x[:40], test.y[:40]
+    quick = {"apgd_ce": {"steps": 20}, "apgd_t": {"steps": 20, "n_target_classes": 2},
+             "fab_t": {"steps": 5, "n_target_classes": 1}, "square": {"max_queries": 20}}
+    _, standard, _, _ = run_ensemble(model, x, y, EPS, ensemble="standard", params=quick)
+    _, adaptive, adv, stages = run_ensemble(model, x, y, EPS, ensemble="adaptive", params=quick)
+    assert [s.name for s in stages] == ["apgd_ce", "apgd_ce[sigmoid]", "apgd_t[sigmoid]", "fab_t", "square"]
+    assert stages[1].broken > 0
+    assert (adaptive == ROBUST).sum() < (standard == ROBUST).sum()
+    broken = adaptive >= 0
+    with torch.no_grad():
+        assert (model(torch.from_numpy(adv[broken])).argmax(1) != y[broken]).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -130,7 +131,7 @@ def test_robust_validation_keeps_the_most_robust_epoch(tmp_path):
 def test_kill_and_resume_of_adversarial_training_matches_uninterrupted_run(tmp_path, kill_and_resume):
     args = ["--model", "mnist_a", "--dataset", "embedded", "--bits", "2", "--epochs", "3", "--train-limit", "600",
             "--adv-method", "pgd", "--adv-eps", "0.1", "--adv-steps", "3", "--adv-warmup-epochs", "1.5",
-            "--robust-validation", "50", "--no-progress", "--device", "cpu"]
+            "--robust-validation", "50", "--check-images", "0", "--no-progress", "--device", "cpu"]
     reference = tmp_path / "ref"
     assert main(["train", *args, "--out", str(reference)]) == 0
     out = tmp_path / "killed"
@@ -153,6 +154,7 @@ def test_kill_and_resume_of_adversarial_training_matches_uninterrupted_run(tmp_p
     (["--adv-method", "pgd", "--adv-eps", "0.1", "--trades-beta", "1"], "trades_beta applies to adv_method trades"),
     (["--robust-validation", "20"], "robust_validation needs adv_eps"),
     (["--adv-method", "pgd", "--adv-eps", "0.1", "--adv-gradient", "exact"], "invalid choice"),
+    (["--adv-method", "pgd", "--adv-eps", "0.1", "--check-images", "-1"], "--check-images must be 0 or more"),
 ])
 def test_bad_adversarial_options_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "r"
@@ -180,3 +182,54 @@ def test_identities_of_recipes_without_adversarial_training_are_unchanged():
     key = recipe_identity(make_recipe("mnist_a", adv_method="trades", adv_eps=0.3, trades_beta=1.0))
     assert {k: key[k] for k in ("adv_method", "adv_eps", "trades_beta")} == {
         "adv_method": "trades", "adv_eps": 0.3, "trades_beta": 1.0}
+
+
+def test_training_summary_reports_the_robustness_check(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(["train", "--model", "mnist_a", "--dataset", "embedded", "--epochs", "1", "--train-limit", "300",
+                 "--adv-method", "fgsm_rs", "--adv-eps", "0.1", "--check-images", "20", "--no-progress",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    check = summary["robustness_check"]
+    assert check["eps"] == 0.1 and check["images"] == 20 and check["ensemble"] == "adaptive"
+    assert 0 <= check["ensemble_robust_accuracy"] <= check["ensemble_clean_accuracy"] <= 1
+    assert "robustness check at eps 0.1" in captured.err
+    assert read_meta(out / "best")["robustness_check"]["verdict"] == check["verdict"]
+    assert (out / "check" / "diagnose" / "diagnose.json").is_file()
+    assert (out / "check" / "ensemble" / "robust_accuracy.json").is_file()
+    load_checkpoint(out / "best")  # still sealed after the metadata update
+
+
+def test_a_masking_model_is_flagged_by_the_check(tmp_path):
+    from annt.robustness.training_check import check_trained, summary_line
+    from annt.store.checkpoint import save_checkpoint
+    from annt.zoo import load_model
+
+    model = load_model("zoo:mnist_a@1bit")  # masks gradients: Square beats the gradient attacks
+    best = tmp_path / "run" / "best"
+    save_checkpoint(best, model, dict(model.annt_meta))
+    record = check_trained(best, tmp_path / "run", eps=0.1, norm="inf", images=40, dataset="embedded",
+                           attacks=["pgd", "square"], ensemble="cheap", params={"square": {"max_queries": 500}})
+    assert record["masking"] and record["evidence"], record
+    assert "WARNING: gradient masking suspected" in summary_line(record)
+    assert read_meta(best)["robustness_check"]["masking"] is True
+
+
+def test_catastrophic_overfitting_is_named_when_fgsm_is_far_weaker_than_pgd():
+    import numpy as np
+
+    from annt.robustness.checks import Outcome
+    from annt.robustness.training_check import OVERFIT_GAP, overfitting_evidence
+
+    def row(attack, kind, robust_share, eps=0.3):
+        n = 100
+        return Outcome(attack, eps, kind, np.arange(n) < round(robust_share * n))
+
+    overfit = [row("fgsm", "single-step", 0.98), row("pgd", "iterative", 0.40), row("apgd_ce", "iterative", 0.10)]
+    line = overfitting_evidence(overfit, 0.3)
+    assert line is not None and "apgd_ce 0.100" in line and "catastrophic overfitting" in line
+    healthy = [row("fgsm", "single-step", 0.93), row("pgd", "iterative", 0.93 - OVERFIT_GAP + 0.01)]
+    assert overfitting_evidence(healthy, 0.3) is None
+    assert overfitting_evidence(overfit, 0.1) is None  # no rows at that eps

@@ -74,7 +74,9 @@ def with_gradient_option(model: type[BaseModel]) -> type[BaseModel]:
         gradient=(Literal[GRADIENTS], later(DEFAULT_GRADIENT, "0.2.0",
                                             description="the quantizers' backward pass while crafting")),
         gradient_temperature=(PosFloat, later(DEFAULT_TEMPERATURE, "0.2.0",
-                                              description="temperature of the soft gradient")),
+                                              description="temperature of the soft gradient (in quantization steps)"
+                                              " and of the sigmoid gradient (in standard deviations"
+                                              " of the quantizer's input)")),
     )
 
 

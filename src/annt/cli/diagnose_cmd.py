@@ -22,9 +22,12 @@ from annt.robustness.defaults import (
     DEFAULT_NORM,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
+    DEFAULT_SELFTEST,
     DEFAULT_TOLERANCE,
+    ENSEMBLES,
     GRADIENT_ATTACKS,
     NORMS,
+    SELFTEST_MIN_PASS,
 )
 
 # The options mirror the study spec's ``diagnose:`` block (annt.experiments.spec.DiagnoseSpec),
@@ -33,7 +36,8 @@ from annt.robustness.defaults import (
 # field has no option here, or a default disagrees.
 SPEC_OPTIONS = {
     "eps": "eps", "norm": "norm", "samples": "samples", "attacks": "attacks", "params": "param",
-    "surrogate": "surrogate", "grow": "no_grow", "tolerance": "tolerance",
+    "surrogate": "surrogate", "grow": "no_grow", "tolerance": "tolerance", "selftest": "selftest",
+    "ensemble": "ensemble",
 }
 
 
@@ -55,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--tolerance", type=unit_float, default=DEFAULT_TOLERANCE, metavar="T",
         help=f"robust accuracies closer than T count as equal in the verdict (0..1, default {DEFAULT_TOLERANCE:g})",
     )
+    p.add_argument(
+        "--selftest", type=count, default=DEFAULT_SELFTEST, metavar="N",
+        help="strength self-test (binarization test) of the strongest gradient and gradient-free attack at the"
+             f" largest eps on the first N images; below a pass rate of {SELFTEST_MIN_PASS:g} the verdict is"
+             f" 'attacks too weak' instead of robust (default {DEFAULT_SELFTEST}; 0: off)")
+    p.add_argument("--ensemble", default=None, choices=list(ENSEMBLES),
+                   help="also run this attack ensemble (as annt robust-accuracy) on the same images at each eps")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -62,6 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     add_trust(p)
     p.set_defaults(func=run)
+
+
+def count(text: str) -> int:
+    """argparse type for a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def unit_float(text: str) -> float:
@@ -90,21 +112,38 @@ def parse_attack_params(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def format_result(result: Any) -> str:
-    """Tables per eps (robust accuracy per attack, worst case), checks, verdict, evidence."""
+    """Tables per eps (robust accuracy per attack, worst case, ensemble), checks, self-test,
+    verdict with its explanation, evidence."""
     lines = [f"{result.checkpoint} on {result.dataset}: {result.samples} correctly classified test images, "
              f"norm {result.norm}, seed {result.seed}"]
+    ens = {r["eps"]: r for r in (result.ensemble or {}).get("per_eps", [])}
     for e in result.eps:
         lines.append(f"eps {e:g}: robust accuracy")
         for o in [o for o in result.outcomes if o.eps == e]:
             lines.append(f"  {o.name:24s} {o.kind:14s} {o.robust_accuracy:.3f}  ({o.seconds:.1f} s)")
         lines.append(f"  {'worst case':24s} {'all together':14s} {result.worst_case[e]:.3f}")
+        if e in ens:
+            r, seconds = ens[e], sum(st["seconds"] for st in ens[e]["stages"])
+            lines.append(f"  {result.ensemble['name'] + ' ensemble':24s} {'as robust-acc.':14s} "
+                         f"{r['robust_accuracy']:.3f}  ({seconds:.1f} s; RobustBench convention "
+                         f"{r['robust_accuracy_robustbench']:.3f} = clean accuracy "
+                         f"{result.ensemble['clean_accuracy']:.3f} x {r['robust_accuracy']:.3f})")
     if result.growing:
         lines.append("growing eps (pgd success): " + ", ".join(f"{e:g}: {r:.3f}" for e, r in result.growing))
     g = result.gradient
     lines.append(f"input gradient: {g['zero_gradient']:.3f} zero, {g['vanishing_gradient']:.3f} vanishing, "
                  f"median L2 {g['median_gradient_l2']:.3g}")
+    if result.selftests:
+        lines.append("self-test (binarization test: an adversarial example is planted within eps):")
+        for r in result.selftests:
+            rate = "n/a" if r["valid"] == 0 else f"{r['pass_rate']:.3f}"
+            lines.append(f"  {r['name']:24s} eps {r['eps']:<6g} found {r['passed']}/{r['valid']}  pass rate {rate}  "
+                         f"{'pass' if r['strong_enough'] else 'FAIL'}  ({r['role']}, {r['seconds']:.1f} s)")
     lines += [f"skipped: {s}" for s in result.skipped]
     lines.append(f"verdict: {result.verdict}")
+    lines += [f"  {line}" for line in result.explanation]
+    if result.evidence:
+        lines.append("  evidence:")
     lines += [f"  - {line}" for line in result.evidence]
     return "\n".join(lines)
 
@@ -121,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.dataset, samples=args.samples, eps=args.eps, norm=args.norm, attacks=attacks,
         params=parse_attack_params(args.param), surrogate=surrogate, seed=args.seed,
         data_dir=args.data_dir, batch_size=args.batch_size, grow=not args.no_grow, tolerance=args.tolerance,
-        progress=not args.quiet,
+        selftest=args.selftest, ensemble=args.ensemble, progress=not args.quiet,
     )
     result.checkpoint = model_label(args)
     if args.surrogate:

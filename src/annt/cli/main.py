@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "annt.cli.selftest_cmd",
     "annt.cli.import_cmd",
     "annt.cli.export_cmd",
+    "annt.cli.deploy_gap_cmd",
     "annt.cli.reference_cmd",
 )
 

@@ -182,7 +182,10 @@ def _field_rows(model: type[BaseModel]) -> list[tuple[str, ...]]:
         if get_origin(info.annotation) is Literal:
             constraints.insert(0, "one of " + ", ".join(map(str, get_args(info.annotation))))
             kind = "str" if all(isinstance(a, str) for a in get_args(info.annotation)) else kind
-        rows.append((_code(name), kind, _default(info), "; ".join(constraints), meanings[name]))
+        default = _default(info)
+        if default == "`null`" and kind.endswith(" or null"):  # the default says that null is allowed
+            kind = kind.removesuffix(" or null")
+        rows.append((_code(name), kind, default, "; ".join(constraints), meanings[name]))
     return rows
 
 
@@ -285,15 +288,92 @@ def _option_default(action: argparse.Action) -> str:
     return _code(_yaml(default))
 
 
-def _options_table(parser: argparse.ArgumentParser) -> str:
-    rows = []
-    for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
-            continue
-        flags = ", ".join(_code(f"{flag} {_value(action)}".strip())
-                          for flag in action.option_strings) or _code(_value(action))
-        rows.append((flags, _option_default(action), _help(action, parser.prog)))
-    return _table(("Argument", "Default", "Meaning"), rows) if rows else "No options.\n"
+def _shown(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The arguments of ``parser`` a reader sees (no help switch, no sub-command list)."""
+    return [a for a in parser._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and a.help != argparse.SUPPRESS]
+
+
+def _option_row(action: argparse.Action, prog: str) -> tuple[str, str, str]:
+    """``(flags, default, meaning)``; the value is written once, after the last flag."""
+    if not action.option_strings:
+        flags = _code(_value(action))
+    elif isinstance(action, argparse.BooleanOptionalAction):
+        flags = ", ".join(_code(flag) for flag in action.option_strings)
+    else:
+        *aliases, last = action.option_strings
+        flags = ", ".join([_code(flag) for flag in aliases] + [_code(f"{last} {_value(action)}".strip())])
+    return flags, _option_default(action), _help(action, prog)
+
+
+OPTION_HEADER = ("Argument", "Default", "Meaning")
+COMMON_MIN = 3  # an option written alike in this many commands is documented once, under "Common options"
+
+
+def _common_rows(commands: list[tuple[str, str, argparse.ArgumentParser]]) -> dict[tuple[str, ...], int]:
+    """The option rows (of optional arguments with a help text) that at least ``COMMON_MIN``
+    commands share word for word, with how many commands take each, in order of first appearance."""
+    counts: dict[tuple[str, ...], int] = {}
+    for _, _, sub in commands:
+        for action in _shown(sub):
+            if action.option_strings and not action.required and action.help:
+                row = _option_row(action, "annt")
+                counts[row] = counts.get(row, 0) + 1
+    return {row: n for row, n in counts.items() if n >= COMMON_MIN}
+
+
+def _short_usage(prog: str, actions: list[argparse.Action], has_options: bool) -> str:
+    """``prog``, its positional and required arguments, then ``[options]``."""
+    parts = [prog]
+    for action in actions:
+        if not action.option_strings or action.required:
+            parts.append(_argument(action))
+    if has_options:
+        parts.append("[options]")
+    return " ".join(parts)
+
+
+def _states_other_default(action: argparse.Action) -> bool:
+    """Whether a recipe option's help states a default other than the recipe's own (e.g. one
+    that applies when another option is given), which the recipe table would not tell."""
+    from annt.train.recipes import Recipe
+
+    m = re.search(r"\(default:? ([^)]*)\)", action.help or "")
+    if not m:
+        return False
+    stated = m.group(1).split(",")[0].strip()
+    default = Recipe.model_fields[action.dest].default
+    try:
+        return m.group(1).strip() != stated or float(stated) != float(default)
+    except (TypeError, ValueError):
+        return True
+
+
+RECIPE_ANCHOR = "study-spec.md#modelstrain-training-recipe-keys"
+
+
+def _options_table(parser: argparse.ArgumentParser, common: dict[tuple[str, ...], int] | None = None,
+                   recipe: tuple[str, ...] = ()) -> str:
+    """The table of ``parser``'s own arguments, then a line naming the training-recipe options
+    (``recipe``: their dests; the study spec page describes each key) and one naming the
+    common options it takes."""
+    rows, shared, recipe_flags = [], [], []
+    for action in _shown(parser):
+        row = _option_row(action, "annt")
+        if action.dest in recipe and action.option_strings and not _states_other_default(action):
+            recipe_flags.append(", ".join(_code(flag) for flag in action.option_strings))  # values: the key's type
+        elif common is not None and row in common:
+            shared.append(", ".join(_code(flag) for flag in action.option_strings))
+        else:
+            rows.append(row)
+    lines = [_table(OPTION_HEADER, rows)] if rows else ([] if shared or recipe_flags else ["No options.\n"])
+    if recipe_flags:
+        lines.append(f"Training recipe options, one per key of the [training recipe]({RECIPE_ANCHOR}) (its"
+                     " meaning, range and default there; a key not given takes the model family's value):"
+                     f" {', '.join(recipe_flags)}.\n")
+    if shared:
+        lines.append(f"Common options: {', '.join(shared)}.\n")
+    return "\n".join(lines)
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
@@ -313,24 +393,42 @@ def _commands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.
     return out
 
 
+def _recipe_options(command: str) -> tuple[str, ...]:
+    """The dests of ``annt train``'s options that set a training-recipe key (none for other commands)."""
+    if command != "train":
+        return ()
+    from annt.cli.train_cmd import RECIPE_OPTIONS
+
+    return tuple(RECIPE_OPTIONS)
+
+
 def cli_page(parser: argparse.ArgumentParser | None = None) -> str:
-    """``cli.md``: every ``annt`` command with its usage and options."""
+    """``cli.md``: every ``annt`` command with its usage and options; options that many
+    commands share word for word are described once, under "Common options"."""
     if parser is None:
         from annt.cli.main import build_parser
 
         parser = build_parser()
     commands = _commands(parser)
+    common = _common_rows(commands)
     parts = [_banner("Command line reference"), "", (parser.description or "").strip(), "",
              "```", _usage(parser.prog, parser._actions), "```", "",
-             "Every command also takes `-h` / `--help`, which prints its usage and options.", "",
-             _table(("Command", "What it does"), [(f"[`annt {n}`](#annt-{n.replace(' ', '-')})", h)
-                                                for n, h, _ in commands])]
-    parts += ["", _options_table(parser)]
+             "Every command also takes `-h` / `--help`, which prints its full usage."
+             " Options that several commands share are described once, under"
+             " [Common options](#common-options); each command's section names the ones it takes.", "",
+             "Commands: " + ", ".join(f"[{n}](#annt-{n.replace(' ', '-')})" for n, _, _ in commands) + ".",
+             "", _options_table(parser)]
+    parts += ["", "## Common options", "",
+              _table(OPTION_HEADER, list(common))]
     for name, text, sub in commands:
         parts += ["", f"## annt {name}", ""]
         if text:
             parts += [text[:1].upper() + text[1:] + ("" if text.endswith((".", "?", ")")) else "."), ""]
-        parts += ["```", _usage(sub.prog, sub._actions), "```", "", _options_table(sub)]
+        actions = _shown(sub)
+        if any(a.required or not a.option_strings for a in actions):  # else the usage is `annt NAME [options]`
+            usage = _short_usage(sub.prog, actions, any(a.option_strings and not a.required for a in actions))
+            parts += [f"Usage: `{usage}`", ""]
+        parts.append(_options_table(sub, common, _recipe_options(name)))
     return "\n".join(parts)
 
 
@@ -386,29 +484,42 @@ def study_spec_page() -> str:
 
 
 def attacks_page() -> str:
-    """``attacks.md``: every registered attack, its kind and its parameters."""
+    """``attacks.md``: every registered attack, its kind and its parameters; parameters that
+    several attacks declare alike are described once, under "Common parameters"."""
     from annt.attacks.registry import get_attack, list_attacks
     from annt.inputs.numbers import COUNT_MAX
 
     names = list_attacks()
-    rows = []
+    rows, fields = [], {}
     for name in names:
-        spec = get_attack(name)
-        rows.append((f"[`{name}`](#{name})", "gradient" if spec.gradient_based else "gradient-free",
-                     "yes" if spec.universal else "", spec.description))
+        rows.append((f"[`{name}`](#{name})",))
+        fields[name] = _field_rows(get_attack(name).params_model)
+    counts: dict[tuple[str, ...], int] = {}
+    for name in names:
+        for row in fields[name]:
+            counts[row] = counts.get(row, 0) + 1
+    common = [row for row, n in counts.items() if n >= COMMON_MIN]
+    header = ("Parameter", "Type", "Default", "Constraint", "Meaning")
     parts = [_banner("Attack reference"), "",
              "Every registered attack, by the name YAML specs and `annt attack --attack` use, with its"
              " parameters (`params:` in a spec, `--param KEY=VALUE` on the command line). A misspelt"
              " key, a wrong type or a value out of range is one error line naming the attack and the"
              f" parameter; a count (an integer parameter) is at most {COUNT_MAX}. Universal attacks"
              " compute one perturbation for the whole set.", "",
-             _table(("Attack", "Kind", "Universal", "Description"), rows)]
+             "Attacks: " + ", ".join(row[0] for row in rows) + ".", "", "## Common parameters", "",
+             "Parameters that several attacks declare alike; each attack's section names the ones it takes.", "",
+             _table(header, common)]
     for name in names:
         spec = get_attack(name)
         kind = "gradient-based" if spec.gradient_based else "gradient-free"
+        own = [row for row in fields[name] if row not in common]
+        shared = [row[0] for row in fields[name] if row in common]
         parts += ["", f"## {name}", "", f"{spec.description}. Kind: {kind}"
-                  f"{'; universal' if spec.universal else ''}.", "",
-                  _table(("Parameter", "Type", "Default", "Constraint", "Meaning"), _field_rows(spec.params_model))]
+                  f"{'; universal' if spec.universal else ''}.", ""]
+        if own:
+            parts += [_table(header, own), ""]
+        if shared:
+            parts += [f"Common parameters: {', '.join(shared)}.", ""]
     return "\n".join(parts)
 
 

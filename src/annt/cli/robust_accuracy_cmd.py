@@ -24,6 +24,7 @@ from annt.robustness.defaults import (
     DEFAULT_NORM,
     ENSEMBLES,
     NORMS,
+    stage_label,
 )
 
 
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eps", type=float, required=True, help="budget")
     p.add_argument("--norm", default=DEFAULT_NORM, choices=NORMS)
     p.add_argument("--ensemble", default=DEFAULT_ENSEMBLE,
-                   help="; ".join(f"{k}: {', '.join(a for a, _ in v)}" for k, v in ENSEMBLES.items())
+                   help="; ".join(f"{k}: {', '.join(stage_label(a, o) for a, o in v)}" for k, v in ENSEMBLES.items())
                    + f" (default {DEFAULT_ENSEMBLE})")
     p.add_argument("--n-images", type=positive_int, default=DEFAULT_IMAGES,
                    help=f"the first N test images (default {DEFAULT_IMAGES})")
@@ -56,9 +57,9 @@ def format_result(result: Any) -> str:
     """Per-attack rows, then both robust accuracies, clearly labelled."""
     lines = [f"{result.checkpoint} on {result.dataset}: first {result.images} test images, ensemble "
              f"{result.ensemble}, eps {result.eps:g} (norm {result.norm}), seed {result.seed}",
-             f"  {'attack':10s} {'attacked':>8s} {'broken':>7s} {'seconds':>8s}"]
+             f"  {'attack':16s} {'attacked':>8s} {'broken':>7s} {'seconds':>8s}"]
     for s in result.stages:
-        lines.append(f"  {s.attack:10s} {s.attacked:8d} {s.broken:7d} {s.seconds:8.1f}"
+        lines.append(f"  {s.name:16s} {s.attacked:8d} {s.broken:7d} {s.seconds:8.1f}"
                      + ("  (reused)" if s.reused else ""))
     correct, robust = int(result.clean_correct.sum()), int(result.robust.sum())
     lines += [

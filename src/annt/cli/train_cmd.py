@@ -39,6 +39,7 @@ OPTIMIZERS = ("adam", "sgd")  # Recipe.optimizer's pattern
 LR_SCHEDULES = ("step", "cosine")  # Recipe.lr_schedule's pattern
 ADV_METHODS = ("none", "pgd", "fgsm_rs", "trades")  # Recipe.adv_method's pattern
 ADV_NORMS = ("inf", "2")  # Recipe.adv_norm's pattern
+CHECK_IMAGES = 200  # --check-images when not given
 RECIPE_DEFAULTS = {"distill_temperature": 4.0, "validation_seed": 0, "trades_beta": 6.0}  # as stated in the help texts
 
 
@@ -118,6 +119,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--robust-validation", type=int, default=None, metavar="N",
                    help="after each epoch attack N validation images with a 10-step PGD at --adv-eps;"
                    " the best checkpoint is then the most robust epoch")
+    p.add_argument("--check-images", type=int, default=None, metavar="N",
+                   help=f"after training with --adv-eps: diagnose the best checkpoint for gradient masking and"
+                   f" run the standard ensemble on N test images at --adv-eps (default {CHECK_IMAGES}; 0: skip)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--validation-size", type=positive_int, default=None)
     p.add_argument("--validation-seed", type=seed_arg, default=None,
@@ -178,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         name, dataset, short = info.name, args.dataset or info.default_dataset, info.name
     ds = dataset_info(dataset)
     spec = parse_bits(args.bits)
+    check_images = CHECK_IMAGES if args.check_images is None else args.check_images
+    if check_images < 0:
+        raise AnntError(f"--check-images must be 0 or more, got {check_images}")
     keep_fp = [k.strip() for k in args.keep_fp.split(",") if k.strip()] if args.keep_fp is not None else None
     out = args.out or f"runs/train/{slug(short)}-{ds.name.replace(':', '_').replace('/', '_')}-{spec.tag}-s{args.seed}"
     result = train_model(
@@ -190,20 +197,31 @@ def run(args: argparse.Namespace) -> int:
         trust_unverified=args.trust_unverified,
         **{field: getattr(args, field) for field in RECIPE_OPTIONS},  # None: the family's recipe value
     )
-    if args.model_factory:
-        import sys
+    import sys
 
+    from annt.store.checkpoint import read_meta
+
+    if args.model_factory:
         from annt.quant.convert import describe
-        from annt.store.checkpoint import read_meta
 
         report = read_meta(result.best).get("quantization")
         if report:
             print(describe(report), file=sys.stderr)
+    check = None
+    if check_images and args.adv_eps:  # adversarial training or robust validation: robust, or masking?
+        from annt.robustness.training_check import check_trained, summary_line
+
+        recipe = read_meta(result.best)["recipe"]
+        check = check_trained(result.best, out, eps=float(recipe["adv_eps"]), norm=recipe.get("adv_norm", "inf"),
+                              images=check_images, dataset=ds.name, data_dir=args.data_dir,
+                              device=resolve_device(args.device), seed=args.seed, progress=not args.no_progress)
+        print(summary_line(check), file=sys.stderr)
     print(json.dumps({
         "checkpoint": str(result.best), "last": str(result.last), "epochs": result.epochs,
         "validation_accuracy": round(result.validation_accuracy, 4),
         **({"robust_validation_accuracy": round(result.robust_validation_accuracy, 4)}
            if result.robust_validation_accuracy is not None else {}),
         "test_accuracy": round(result.test_accuracy, 4),
+        **({"robustness_check": {k: v for k, v in check.items() if k not in ("evidence", "explanation")}} if check is not None else {}),
     }))
     return 0

@@ -20,8 +20,8 @@ from torch import nn
 from annt.errors import AnntError
 from annt.experiments.attack_api import ParamError, validate_attack
 from annt.experiments.checkpoints import verify_slot_checkpoint
-from annt.experiments.plan import AttackConfig, ModelSlot, StudyPlan
-from annt.experiments.spec import ModelSpec, SpecError, StudySpec, key_path
+from annt.experiments.plan import AttackConfig, DeployTwin, ModelSlot, StudyPlan
+from annt.experiments.spec import DiagnoseSpec, ModelSpec, SpecError, StudySpec, key_path
 from annt.experiments.user_models import UserModel
 from annt.inputs.identity import identity
 from annt.quant.bits import BitSpec, parse_bits
@@ -221,7 +221,61 @@ def _slots(spec: StudySpec, source: str, datasets: list[str], spec_dir: Path | N
                         raise _err(source, key, exc) from None
                     zoo_name = ckpts[b] if ckpts[b].startswith("zoo:") else None
                 slots.append(ModelSlot(dataset, name, b, path, m.train, recipe, i, zoo_name, m.trust_unverified))
-    return slots
+    return _with_twins(spec, source, slots, seen)
+
+
+def _with_twins(spec: StudySpec, source: str, slots: list[ModelSlot], seen: set[str]) -> list[ModelSlot]:
+    """``slots`` with each model's deployed twins (its entry's ``deploy:``) right after it.
+
+    A twin is named ``MODEL.FORMAT`` at its model's bitwidth; ``dorefa`` needs a quantized model.
+    """
+    out: list[ModelSlot] = []
+    for slot in slots:
+        out.append(slot)
+        deploy = spec.models[slot.spec_index].deploy
+        if deploy is None:
+            continue
+        where = f"models[{slot.spec_index}].deploy"
+        try:
+            from annt.deploy.runtime import require_onnx
+
+            require_onnx()
+        except AnntError as exc:
+            raise _err(source, where, exc) from None
+        for j, fmt in enumerate(deploy.formats):
+            if fmt == "dorefa" and slot.bits == BitSpec():
+                raise SpecError(source, f"{where}.formats[{j}]", f"dorefa exports a DoReFa-quantized model;"
+                                f" {slot.key} is full precision: deploy it as fp32 or int8")
+            twin = DeployTwin(slot, fmt, deploy.int8_format, deploy.calibration_images, tuple(deploy.attacks))
+            label = f"{slot.model}.{fmt}"
+            twin_slot = ModelSlot(slot.dataset, label, slot.bits, None, slot.train, {}, slot.spec_index, deploy=twin)
+            if twin_slot.key in seen:
+                raise SpecError(source, where, f"{twin_slot.key} appears twice in the study; give the model"
+                                " entry its own label")
+            seen.add(twin_slot.key)
+            out.append(twin_slot)
+    return out
+
+
+def _check_twin_attacks(spec: StudySpec, source: str, attacks: dict[str, list[AttackConfig]]) -> None:
+    """A twin's ``deploy.attacks`` are labels of the study's attacks that need no gradients."""
+    from annt.attacks import check_model_supports
+
+    class _Runtime(nn.Module):  # what ONNX Runtime models look like to the check
+        annt_differentiable = False
+
+    for i, m in enumerate(spec.models):
+        for j, label in enumerate(m.deploy.attacks if m.deploy is not None else []):
+            where = f"models[{i}].deploy.attacks[{j}]"
+            found = [a for configs in attacks.values() for a in configs if a.label == label]
+            if not found:
+                known = sorted({a.label for configs in attacks.values() for a in configs})
+                raise SpecError(source, where, f"{label!r} is not one of the study's attack labels"
+                                f" ({', '.join(known)})")
+            try:
+                check_model_supports(found[0].name, _Runtime(), "a deployed model")
+            except AnntError as exc:
+                raise _err(source, where, exc) from None
 
 
 def _is_factory(name: str) -> bool:
@@ -356,12 +410,15 @@ def build_plan(
     except AnntError as exc:
         raise _err(source, "device", exc) from None
     attacks = _attacks(spec, source, datasets, dev)
-    _check_gradients(spec, source, slots, attacks, loaded)
+    _check_gradients(spec, source, [s for s in slots if s.deploy is None], attacks, loaded)
+    _check_twin_attacks(spec, source, attacks)
     out_dir = Path(out or spec.output or Path("runs") / spec.name).expanduser()
     if out_dir.exists() and not out_dir.is_dir():
         raise SpecError(source, "output", f"{out_dir} exists and is not a directory")
     # where and how fast a study runs does not change what it computes
     dump = spec.model_dump(mode="json", exclude={"output", "device", "threads", "executor"})
     dump["models"] = [identity(ModelSpec, m) for m in dump["models"]]  # fields added later: only when set
+    if dump.get("diagnose") is not None:
+        dump["diagnose"] = identity(DiagnoseSpec, dump["diagnose"])
     study_id = spec_hash(dump)[:16]
     return StudyPlan(spec, source, out_dir, dev, slots, attacks, study_id, spec_dir)

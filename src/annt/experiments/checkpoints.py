@@ -39,3 +39,36 @@ def load_slot_model(slot: ModelSlot, folder: Path, device: torch.device) -> nn.M
         return load_checkpoint(folder, device=device, expected_seal=entry["checkpoint_sha256"])
     trust = slot.trust_unverified or slot.checkpoint is None
     return load_checkpoint(folder, device=device, trust_unverified=trust)
+
+
+def check_deployed_twin(path: Path, sha256: str) -> None:
+    """A deployed twin the study exported: the file must still hash to ``sha256`` and its sidecar
+    must still carry its seal (and name that sha256).
+
+    A missing file is not checked here (the export cell is then computed again); one that was
+    changed is refused in one line, since the study never edits a file it sealed.
+    """
+    from annt.deploy.sidecar import sidecar_path, verify_sidecar
+    from annt.errors import AnntError
+    from annt.inputs.hashing import file_digest
+
+    side = sidecar_path(path)
+    if not path.is_file() or file_digest(path) != sha256:
+        what = f"{path} was changed after the study exported it (its sha256 is not the one the study recorded)"
+    else:
+        try:
+            meta = verify_sidecar(path)
+        except AnntError:
+            meta = None
+        if meta is not None and meta.get("onnx_sha256") == sha256:
+            return
+        what = f"{path}: its sidecar {side.name} is missing or was changed after the study exported it"
+    raise AnntError(f"deployed model {what}; delete {path.name} and {side.name} to export it again")
+
+
+def load_deployed_twin(path: Path, sha256: str) -> nn.Module:
+    """The study's deployed twin at ``path``, checked against the sha256 the study recorded."""
+    from annt.deploy.runtime import load_deployed
+
+    check_deployed_twin(path, sha256)
+    return load_deployed(path)

@@ -25,6 +25,24 @@ from annt.quant.bits import BitSpec
 
 
 @dataclass(frozen=True)
+class DeployTwin:
+    """How a deployed twin is made: ``origin`` (the PyTorch model's slot) exported as ``format``."""
+
+    origin: ModelSlot
+    format: str  # fp32 | int8 | dorefa
+    int8_format: str
+    calibration_images: int
+    attacks: tuple[str, ...] = ()  # attack labels also run directly on the twin
+
+    def settings(self) -> dict[str, Any]:
+        """The export settings (part of the twin's cell key)."""
+        out: dict[str, Any] = {"format": self.format, "calibration_images": self.calibration_images}
+        if self.format == "int8":
+            out["int8_format"] = self.int8_format
+        return out
+
+
+@dataclass(frozen=True)
 class ModelSlot:
     """One (dataset, model, bitwidth): trained by the study, or loaded from ``checkpoint`` or ``user``."""
 
@@ -38,6 +56,7 @@ class ModelSlot:
     zoo_name: str | None = None  # ``zoo:NAME`` as the spec wrote it: reports show it, not the install path
     trust_unverified: bool = False  # the spec allows a checkpoint without a sha256 seal
     user: UserModel | None = None  # a factory, TorchScript or ONNX model; ``model`` is its label
+    deploy: DeployTwin | None = None  # a deployed twin, exported by the study from ``deploy.origin``
 
     @property
     def key(self) -> str:
@@ -96,18 +115,31 @@ class StudyPlan:
     spec_dir: Path | None = None
 
     def sources(self, dataset: str) -> list[ModelSlot]:
-        return [s for s in self.slots if s.dataset == dataset]
+        """The attacked models of ``dataset``: every PyTorch model, and deployed twins that run attacks."""
+        return [s for s in self.slots if s.dataset == dataset and (s.deploy is None or s.deploy.attacks)]
+
+    def attacks_of(self, source: ModelSlot) -> list[AttackConfig]:
+        """The attacks run on ``source``: all the dataset's, or a twin's ``deploy.attacks`` only."""
+        every = self.attacks[source.dataset]
+        return every if source.deploy is None else [a for a in every if a.label in source.deploy.attacks]
 
     def targets(self, source: ModelSlot) -> list[ModelSlot]:
-        """Transfer targets of ``source`` (itself excluded; it is evaluated directly)."""
+        """Transfer targets of ``source`` (itself excluded; it is evaluated directly).
+
+        A PyTorch model's deployed twins are always its targets; a twin's only target is its
+        PyTorch model. Twins are no target of any other model.
+        """
+        if source.deploy is not None:
+            return [source.deploy.origin]
+        twins = [t for t in self.slots if t.deploy is not None and t.deploy.origin is source]
         mode = self.spec.transfer
         if mode == "none":
-            return []
+            return twins
         return [
             t for t in self.slots
-            if t.dataset == source.dataset and t is not source
+            if t.dataset == source.dataset and t is not source and t.deploy is None
             and (mode == "all" or t.model == source.model)
-        ]
+        ] + twins
 
     def cells(self, *, report: bool | None = None) -> list[Cell]:
         """The study's cells in serial order, each after its dependencies (see ``study_cells``)."""
@@ -128,18 +160,22 @@ def model_id(slot: ModelSlot) -> str:
 def study_cells(plan: StudyPlan, *, report: bool | None = None) -> Iterator[Cell]:
     """Every cell of ``plan`` in the serial order (each after its dependencies).
 
-    Order: every model; then per dataset, run, source model and attack: craft, evaluate
+    Order: every model (a deployed twin, ``export``, after the model it is exported from); then
+    per dataset, run, source model and attack: craft, evaluate
     directly, transfer to each target, and (run 0) the Boundary Attack progression; last
     the report when enabled (``report`` overrides ``report.enabled``).
     """
     ids: list[str] = []
     for slot in plan.slots:
         ids.append(model_id(slot))
-        yield Cell(model_id(slot), "load" if slot.given else "train", (), slot)
-    for dataset, attacks in plan.attacks.items():
+        if slot.deploy is not None:
+            yield Cell(model_id(slot), "export", (model_id(slot.deploy.origin),), slot)
+        else:
+            yield Cell(model_id(slot), "load" if slot.given else "train", (), slot)
+    for dataset in plan.attacks:
         for run in range(plan.spec.runs):
             for slot in plan.sources(dataset):
-                for attack in attacks:
+                for attack in plan.attacks_of(slot):
                     what = f"{slot.key}/{attack.label}/run{run}"
                     craft = Cell(f"craft:{what}", "craft", (model_id(slot),), slot, attack, run)
                     direct = Cell(f"evaluate:{what}", "evaluate", (craft.id, model_id(slot)), slot, attack, run,

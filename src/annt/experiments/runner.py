@@ -284,7 +284,8 @@ def _diagnose(plan: StudyPlan, done: dict[str, Done]) -> None:
     from annt.robustness.study import diagnose_models
 
     local = plan.spec.executor.kind == "processes"
-    diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots}, WORKSPACE.model,
+    diagnose_models(plan, {slot.key: model_of(plan, slot, done) for slot in plan.slots if slot.deploy is None},
+                    WORKSPACE.model,
                     functools.partial(diagnose_in_workers, plan) if local else None)
 
 

@@ -68,6 +68,37 @@ USER_SOURCES = ("factory", "torchscript", "onnx")
 _A = {"factory": "a factory", "torchscript": "a TorchScript", "onnx": "an ONNX"}
 
 
+class DeploySpec(_Strict):
+    """The deployed twins of a model entry: each bitwidth exported to ONNX (``annt export``) by the study.
+
+    A twin is a transfer target of the model it is exported from: every set crafted on the
+    PyTorch model is evaluated on it too. It is an attack source only for the attack labels in
+    ``attacks`` (score- or decision-based; ONNX Runtime gives no gradients), whose sets are then
+    also evaluated on the PyTorch model. ``deploy: [int8, dorefa]`` is the short form.
+    """
+
+    formats: list[Literal["fp32", "int8", "dorefa"]] = Field(
+        min_length=1, description="fp32, int8 (ONNX Runtime static quantization) or dorefa (integer DoReFa graph)")
+    int8_format: Literal["qdq", "qoperator"] = Field("qdq", description="the int8 graph's layout")
+    calibration_images: int = Field(1000, ge=1, description="training images that calibrate int8 and check exports")
+    attacks: list[str] = Field(default_factory=list, description="labels of the study's attacks also run directly"
+                               " on each twin (gradient-free ones)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """``deploy: int8`` / ``deploy: [int8, dorefa]`` name the formats only."""
+        return {"formats": _as_list(value)} if isinstance(value, (str, list)) else value
+
+    @field_validator("formats", "attacks")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dup = sorted({v for v in value if value.count(v) > 1})
+        if dup:
+            raise ValueError(f"{dup[0]!r} is listed twice")
+        return value
+
+
 class ModelSpec(_Strict):
     """One architecture at one or more bitwidths, each trained or loaded; or a user's own model.
 
@@ -93,6 +124,7 @@ class ModelSpec(_Strict):
     mean: list[float] | None = later(None, "0.2.0", min_length=1)  # normalisation put inside the model
     std: list[float] | None = later(None, "0.2.0", min_length=1)  # per-channel std, with mean
     label: str | None = later(None, "0.2.0", pattern=NAME_PATTERN)  # the name reports show
+    deploy: DeploySpec | None = later(None, "0.4.0")  # deployed ONNX twins, evaluated as transfer targets
 
     _lists = field_validator("bits", "datasets", "mean", "std", mode="before")(_as_list)
 
@@ -110,6 +142,8 @@ class ModelSpec(_Strict):
                              " factory, torchscript or onnx")
         if len(given) > 1:
             raise ValueError(f"{given[0]} and {given[1]} both name the model; give one")
+        if self.source == "onnx" and self.deploy is not None:
+            raise ValueError("deploy does not apply to an ONNX model, which is deployed already")
         if self.source is None:
             extra = [k for k in ("args", "weights", "mean", "std", "label") if getattr(self, k) is not None]
             if extra:
@@ -233,6 +267,10 @@ class DiagnoseSpec(_Strict):
     grow: bool = Field(diagnose_defaults.DEFAULT_GROW, description="run the growing-eps check")
     tolerance: float = Field(diagnose_defaults.DEFAULT_TOLERANCE, ge=0, le=1,
                              description="robust accuracies closer than this count as equal in the verdict")
+    selftest: int = later(diagnose_defaults.DEFAULT_SELFTEST, "0.4.0", ge=0,
+                          description="images for the strength self-test of the attacks behind the verdict (0: off)")
+    ensemble: Literal["standard", "cheap", "adaptive"] | None = later(
+        None, "0.4.0", description="also run this attack ensemble (as annt robust-accuracy) on the same images")
 
     _lists = field_validator("eps", mode="before")(_as_list)
 

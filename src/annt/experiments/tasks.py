@@ -17,7 +17,7 @@ from torch import nn
 
 from annt.data import ImageSet, load_dataset
 from annt.experiments.cells import derive_seed
-from annt.experiments.checkpoints import load_slot_model
+from annt.experiments.checkpoints import load_deployed_twin, load_slot_model
 from annt.experiments.plan import AttackConfig, Cell, ModelSlot, StudyPlan, model_id
 
 
@@ -75,12 +75,15 @@ class Workspace:
 
     def model(self, slot: ModelSlot, folder: Path, sha: str, device: torch.device) -> nn.Module:
         """The slot's model: zoo entries checked against the manifest, given folders against their seal,
-        a user's model against the sha256 of its files."""
+        a user's model against the sha256 of its files, a deployed twin against its sidecar and sha256."""
         key = (str(folder), f"{sha}@{device}", slot.zoo_name, slot.trust_unverified)
         if key not in self.models:
             user = getattr(slot, "user", None)  # (the diagnose hook's stand-in slots have none)
-            self.models[key] = (user.load(device, expected=sha) if user is not None
-                                else load_slot_model(slot, folder, device))  # verifies hashes and seal
+            if getattr(slot, "deploy", None) is not None:  # an ONNX file the study exported and sealed
+                self.models[key] = load_deployed_twin(folder, sha)
+            else:
+                self.models[key] = (user.load(device, expected=sha) if user is not None
+                                    else load_slot_model(slot, folder, device))  # verifies hashes and seal
         return self.models[key]
 
 

@@ -1,5 +1,6 @@
 """Report section for a study's ``diagnose:`` block: per-bitwidth robust-accuracy tables
-(FGSM, PGD, APGD, Square, HSJ, transfer, worst case, verdict) and robust accuracy vs eps."""
+(FGSM, PGD, APGD, Square, HSJ, transfer, worst case, ensemble, verdict), the verdict's
+explanation, the attack self-test table and robust accuracy vs eps."""
 
 from __future__ import annotations
 
@@ -37,18 +38,36 @@ def _table(group: list[dict[str, Any]]) -> tuple[str, str]:
     names = [c for c in COLUMNS if any(o["name"] == c for s in group for o in s["outcomes"])]
     extra = sorted({o["name"] for s in group for o in s["outcomes"]} - set(COLUMNS))
     cols = names + extra
-    head = ["bits", "eps", *cols, "worst case", "verdict"]
+    ensembles = sorted({s["ensemble"]["name"] for s in group if s.get("ensemble")})
+    head = ["bits", "eps", *cols, "worst case", *(f"{n} ensemble" for n in ensembles), "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     csv = [",".join(head)]
     for s in sorted(group, key=lambda s: bits_order(s["meta"].get("bits_tag", ""))):
+        ens = {r["eps"]: r["robust_accuracy"] for r in (s.get("ensemble") or {}).get("per_eps", [])}
         for e in s["eps"]:
             acc = {o["name"]: o["robust_accuracy"] for o in s["outcomes"] if o["eps"] == e}
             cells = [f"{acc[c]:.3f}" if c in acc else "–" for c in cols]
+            ens_cells = [f"{ens[e]:.3f}" if e in ens and s["ensemble"]["name"] == n else "–" for n in ensembles]
             worst = s["worst_case"][str(e)]
             tag = bits_label(s["meta"].get("bits_tag", "?"))
-            lines.append("| " + " | ".join([tag, f"{e:g}", *cells, f"**{worst:.3f}**", s["verdict"]]) + " |")
-            csv.append(",".join([tag, f"{e:g}", *cells, f"{worst:.4f}", s["verdict"]]))
+            lines.append("| " + " | ".join([tag, f"{e:g}", *cells, f"**{worst:.3f}**", *ens_cells, s["verdict"]]) + " |")
+            csv.append(",".join([tag, f"{e:g}", *cells, f"{worst:.4f}", *ens_cells, s["verdict"]]))
     return "\n".join(lines), "\n".join(csv) + "\n"
+
+
+def _selftest_table(group: list[dict[str, Any]]) -> list[str]:
+    """Markdown: per bitwidth, each self-tested attack's pass rate and pass / FAIL."""
+    rows = [(s, r) for s in sorted(group, key=lambda s: bits_order(s["meta"].get("bits_tag", "")))
+            for r in s.get("selftest") or []]
+    if not rows:
+        return []
+    lines = ["Attack self-test (binarization test, adversarial example planted within eps):\n",
+             "| bits | attack | role | eps | found | pass rate | result |", "|---|---|---|---|---|---|---|"]
+    for s, r in rows:
+        rate = "–" if r["valid"] == 0 else f"{r['pass_rate']:.3f}"
+        lines.append(f"| {bits_label(s['meta'].get('bits_tag', '?'))} | {r['name']} | {r['role']} | {r['eps']:g} |"
+                     f" {r['passed']}/{r['valid']} | {rate} | {'pass' if r['strong_enough'] else '**FAIL**'} |")
+    return lines + [""]
 
 
 def _plot(group: list[dict[str, Any]], title: str, path: Path) -> Path:
@@ -79,7 +98,8 @@ def diagnose_section(out_dir: Path, folder: Path) -> list[str]:
     md = ["## Gradient-masking diagnosis\n",
           "Robust accuracy (share of samples not fooled inside the budget) per attack; *worst case*:"
           " robust only if every attack failed. The verdict says *gradient masking suspected* when"
-          " a check failed (see each model's `diagnose.json` for the evidence).\n"]
+          " a check failed, and *attacks too weak to support a robustness claim* when an attack it"
+          " rests on failed the self-test (see each model's `diagnose.json` for the evidence).\n"]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for s in summaries:
         groups.setdefault((s["dataset"], str(s["meta"].get("model")), s["norm"]), []).append(s)
@@ -91,8 +111,11 @@ def diagnose_section(out_dir: Path, folder: Path) -> list[str]:
         plot = _plot(group, title, folder / "plots" / f"{base}.png")
         md += [f"### {title}\n", table, "", f"[CSV]({base}.csv)\n",
                f"![robust accuracy vs eps, {model}](plots/{plot.name})\n"]
+        md += _selftest_table(group)
         for s in group:
-            for line in s["evidence"]:
-                md.append(f"- {bits_label(s['meta'].get('bits_tag', '?'))}: {line}")
+            tag = bits_label(s["meta"].get("bits_tag", "?"))
+            md += [f"- {tag}: **{s['verdict']}**"]
+            md += [f"  - {line}" for line in s.get("explanation", []) if not line.startswith("self-test at")]
+            md += [f"  - evidence: {line}" for line in s["evidence"]]
         md.append("")
     return md

@@ -24,10 +24,11 @@ VANISHING = 1e-8  # L2 norm of the margin's input gradient below which a sample 
 
 
 def kind_of(attack: str) -> str:
-    """single-step / iterative / gradient-free: which checklist row an attack belongs to."""
+    """single-step / iterative / gradient-free: which checklist row an attack belongs to (an
+    attack the registry marks gradient-based, e.g. ``apgd_t`` or ``fab_t``, is iterative)."""
     if attack in SINGLE_STEP:
         return "single-step"
-    if attack in GRADIENT_BASED:
+    if attack in GRADIENT_BASED or get_attack(attack).gradient_based:
         return "iterative"
     return "gradient-free"
 

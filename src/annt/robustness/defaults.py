@@ -23,17 +23,30 @@ DEFAULT_NORM = "inf"
 DEFAULT_SAMPLES = 200  # correctly classified test images
 DEFAULT_TOLERANCE = 0.01  # robust accuracies closer than this count as equal
 DEFAULT_GROW = True  # run the growing-eps check
+DEFAULT_SELFTEST = 20  # images for the strength self-test of the attacks behind the verdict (0: off)
 DEFAULT_SEED = 0
 
 # ``annt robust-accuracy`` (annt.robustness.ensemble): the attack ensembles, in run order, as
 # (attack, its parameters beyond eps and norm). ``standard`` is AutoAttack's standard version
 # (Croce & Hein 2020); ``cheap`` swaps the targeted attacks for APGD-DLR and gives Square a fifth
-# of the queries.
+# of the queries; ``adaptive`` is ``standard`` for quantized models: APGD-CE through the default
+# straight-through gradient and through the ``sigmoid`` surrogate, then APGD-T through ``sigmoid``
+# (on a model without quantizers ``sigmoid`` is the exact gradient, so it equals ``standard`` plus
+# one more APGD-CE).
 ENSEMBLES: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
     "standard": (("apgd_ce", {}), ("apgd_t", {}), ("fab_t", {}), ("square", {"max_queries": 5000})),
+    "adaptive": (("apgd_ce", {}), ("apgd_ce", {"gradient": "sigmoid"}), ("apgd_t", {"gradient": "sigmoid"}),
+                 ("fab_t", {}), ("square", {"max_queries": 5000})),
     "cheap": (("apgd_ce", {}), ("apgd_dlr", {}), ("square", {"max_queries": 1000})),
 }
 DEFAULT_ENSEMBLE = "standard"
+
+
+def stage_label(attack: str, params: dict[str, Any]) -> str:
+    """An ensemble stage's name: the attack, with its quantizer gradient where that is not the
+    default (``apgd_ce[sigmoid]``)."""
+    gradient = params.get("gradient")
+    return f"{attack}[{gradient}]" if gradient not in (None, "ste") else attack
 DEFAULT_IMAGES = 1000  # the first N test images
 
 # ``annt selftest`` (annt.robustness.selftest): the binarization test of one attack.

@@ -30,7 +30,7 @@ from annt.attacks import list_attacks
 from annt.attacks.base import confirm_on_model, eval_mode
 from annt.errors import AnntError
 from annt.robustness.checks import attack_params, within_budget
-from annt.robustness.defaults import DEFAULT_ENSEMBLE, DEFAULT_IMAGES, ENSEMBLES, NORMS
+from annt.robustness.defaults import DEFAULT_ENSEMBLE, DEFAULT_IMAGES, ENSEMBLES, NORMS, stage_label
 
 CLEAN_WRONG = -2  # ``broken_by`` of a misclassified clean image
 ROBUST = -1  # ``broken_by`` of an image no attack broke
@@ -46,6 +46,10 @@ class Stage:
     broken: int
     seconds: float
     reused: bool = False
+
+    @property
+    def name(self) -> str:
+        return stage_label(self.attack, self.params)
 
 
 @dataclass
@@ -99,10 +103,10 @@ class EnsembleResult:
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy_robustbench": self.robust_accuracy,
             "robust_accuracy_of_correct": self.robust_accuracy_correct,
-            "stages": [{"attack": s.attack, "params": s.params, "attacked": s.attacked, "broken": s.broken,
+            "stages": [{"attack": s.attack, "name": s.name, "params": s.params, "attacked": s.attacked, "broken": s.broken,
                         "seconds": round(s.seconds, 3), "reused": s.reused} for s in self.stages],
             "broken_by_codes": {"-2": "misclassified clean", "-1": "robust",
-                                **{str(k): s.attack for k, s in enumerate(self.stages)}},
+                                **{str(k): s.name for k, s in enumerate(self.stages)}},
             "meta": self.meta, "provenance": self.provenance,
         }
 

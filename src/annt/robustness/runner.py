@@ -6,6 +6,13 @@ present), optionally a transfer attack crafted on a surrogate model, and PGD wit
 quantizer gradient surrogate the attack offers. A sample counts as fooled only inside the
 budget. Then growing eps (PGD until 100% success) and the share of vanishing input
 gradients; the verdict names every check that failed, with its numbers.
+
+``diagnose`` then runs the strength self-test (the binarization test of
+:mod:`annt.robustness.selftest`) of the attacks the verdict rests on (the strongest gradient
+and gradient-free attack at the largest eps) on the first ``selftest`` sampled images: without
+masking evidence, a failed self-test turns the verdict into "attacks too weak". With
+``ensemble`` it also runs that attack ensemble (:func:`annt.robustness.ensemble.run_ensemble`)
+on the same images at each eps.
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ from annt.robustness.defaults import (  # noqa: F401  (the defaults live there; 
     DEFAULT_PARAMS,
     DEFAULT_SAMPLES,
     DEFAULT_SEED,
+    DEFAULT_SELFTEST,
     DEFAULT_TOLERANCE,
+    ENSEMBLES,
     NORMS,
+    SELFTEST_MIN_PASS,
 )
 
 
@@ -65,6 +75,11 @@ class DiagnoseResult:
     skipped: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # what computed it (annt.provenance)
+    explanation: list[str] = field(default_factory=list)  # the verdict in sentences
+    selftests: list[dict[str, Any]] = field(default_factory=list)  # per self-tested attack
+    selftest_flags: dict[str, np.ndarray] = field(default_factory=dict)  # valid / passed [attacks, n]
+    ensemble: dict[str, Any] | None = None  # the attack ensemble's results, when run
+    ensemble_broken_by: np.ndarray | None = None  # int8 [eps, N]: stage index, -1 robust
 
     @property
     def samples(self) -> int:
@@ -87,7 +102,8 @@ class DiagnoseResult:
             ],
             "worst_case": {str(k): v for k, v in self.worst_case.items()},
             "growing_eps": [list(r) for r in self.growing], "gradient": self.gradient,
-            "verdict": self.verdict, "evidence": self.evidence, "skipped": self.skipped,
+            "verdict": self.verdict, "explanation": self.explanation, "evidence": self.evidence,
+            "selftest": self.selftests, "ensemble": self.ensemble, "skipped": self.skipped,
             "meta": self.meta, "provenance": self.provenance,
         }
 
@@ -145,7 +161,7 @@ def run_checklist(
         if surrogate is not None:
             rows.append(run(transfer_attack, e, params.get(transfer_attack), source=surrogate,
                             label=f"transfer_{transfer_attack}", kind="transfer"))
-        evidence += verdict.judge_eps(rows, tolerance)
+        surr_lines: list[str] = []
         if len(options) > 1:
             base = next((o for o in rows if o.attack == "pgd" and o.kind == "iterative"), None)
             if base is None:
@@ -153,8 +169,9 @@ def run_checklist(
                 rows.append(base)
             surr = [run("pgd", e, (params.get("pgd") or {}) | {"gradient": g}, label=f"pgd_gradient_{g}",
                         kind="surrogate") for g in options[1:]]
-            evidence += verdict.judge_surrogates(base, surr, options[0], tolerance)
+            surr_lines = verdict.judge_surrogates(base, surr, options[0], tolerance)
             rows += surr
+        evidence += verdict.judge_eps(rows, tolerance) + surr_lines
         outcomes += rows
         worst[e] = float(np.logical_and.reduce([o.robust for o in rows]).mean())
     growing: list[tuple[float, float]] = []
@@ -169,6 +186,99 @@ def run_checklist(
     evidence += verdict.judge_gradients(health, tolerance)
     bar.close()
     return outcomes, worst, growing, health, evidence, skipped
+
+
+def run_selftests(
+    model: nn.Module,
+    x: torch.Tensor,
+    outcomes: list[Outcome],
+    norm: str,
+    *,
+    seed: int = DEFAULT_SEED,
+    batch_size: int | None = None,
+    min_pass: float = SELFTEST_MIN_PASS,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The binarization self-test (:func:`annt.robustness.selftest.run_selftest`) of each attack
+    the verdict rests on (:func:`annt.robustness.verdict.selftest_targets`), with the parameters
+    and eps of its checklist row, on images ``x``: (one summary per attack, per-image ``valid``
+    and ``passed`` flags [attacks, len(x)])."""
+    from annt.robustness.selftest import SelftestResult, run_selftest
+
+    targets = verdict.selftest_targets(outcomes)
+    bar = Progress(len(targets), "diagnose self-test", "attacks", enabled=progress)
+    results: list[dict[str, Any]] = []
+    valid, passed = [], []
+    for row, role in targets:
+        bar.set_postfix(f"{row.name} eps {row.eps:g}")
+        v, ok, full, seconds = run_selftest(model, x, row.attack, row.eps, norm=norm, params=row.params,
+                                            seed=seed, batch_size=batch_size)
+        st = SelftestResult(attack=row.attack, params=full, eps=row.eps, norm=norm, seed=seed,
+                            index=np.arange(len(x)), valid=v, passed=ok, seconds=seconds, min_pass=min_pass)
+        summary = {k: val for k, val in st.to_dict().items() if k != "meta"}
+        if not summary["valid"]:  # no valid planted task: no rate (JSON has no nan)
+            summary["pass_rate"] = None
+        results.append({"name": row.name, "role": role} | summary)
+        valid.append(v)
+        passed.append(ok)
+        bar.update(1)
+    bar.close()
+    shape = (0, len(x))
+    return results, {"selftest_valid": np.stack(valid) if valid else np.zeros(shape, bool),
+                     "selftest_passed": np.stack(passed) if passed else np.zeros(shape, bool)}
+
+
+def run_ensembles(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: list[float],
+    ensemble: str,
+    *,
+    norm: str = DEFAULT_NORM,
+    clean_accuracy: float = 1.0,
+    seed: int = DEFAULT_SEED,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The attack ensemble (:func:`annt.robustness.ensemble.run_ensemble`, its own parameters) on
+    the checklist's images at each eps: (summary, ``broken_by`` [eps, N]). The images are
+    correctly classified, so the measured robust accuracy is the ANNT convention; the RobustBench
+    convention is estimated as ``clean_accuracy`` (of the whole test split) times it."""
+    from annt.robustness.ensemble import ROBUST, run_ensemble
+
+    per_eps, broken = [], []
+    for e in eps:
+        _, broken_by, _, stages = run_ensemble(model, x, y, e, norm=norm, ensemble=ensemble, seed=seed,
+                                               batch_size=batch_size, progress=progress)
+        robust = float((broken_by == ROBUST).mean())
+        per_eps.append({
+            "eps": float(e), "robust_accuracy": robust, "robust_accuracy_robustbench": clean_accuracy * robust,
+            "stages": [{"attack": st.attack, "params": st.params, "attacked": st.attacked, "broken": st.broken,
+                        "seconds": round(st.seconds, 3)} for st in stages],
+        })
+        broken.append(broken_by)
+    summary = {"name": ensemble, "images": int(len(x)), "clean_accuracy": float(clean_accuracy), "per_eps": per_eps}
+    return summary, np.stack(broken).astype(np.int8)
+
+
+def compare_ensemble(summary: dict[str, Any], worst: dict[float, float], tolerance: float) -> list[str]:
+    """A line per eps where the ensemble leaves lower robust accuracy than the checklist's worst
+    case: the checklist missed adversarial examples there."""
+    lines = []
+    for row in summary["per_eps"]:
+        e, acc = row["eps"], row["robust_accuracy"]
+        if acc < worst[e] - tolerance:
+            lines.append(f"eps {e:g}: the {summary['name']} ensemble leaves {acc:.3f}, below the checklist's worst"
+                         f" case {worst[e]:.3f}: the checklist's attacks missed adversarial examples")
+    return lines
+
+
+def _check_extras(selftest: Any, ensemble: str | None) -> None:
+    if isinstance(selftest, bool) or not isinstance(selftest, int) or selftest < 0:
+        raise AnntError(f"diagnose: selftest must be a number of images >= 0 (0: off), got {selftest!r}")
+    if ensemble is not None and ensemble not in ENSEMBLES:
+        raise AnntError(f"diagnose: unknown ensemble {ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
 
 
 def _bits_tag(bits: Any) -> str | None:
@@ -197,16 +307,23 @@ def diagnose(
     batch_size: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     grow: bool = DEFAULT_GROW,
+    selftest: int = DEFAULT_SELFTEST,
+    ensemble: str | None = None,
     out_dir: str | Path | None = None,
     progress: bool = False,
 ) -> DiagnoseResult:
     """Run the checklist on ``samples`` seeded, correctly classified test images of ``dataset``
     (default: the checkpoint's); write ``diagnose.json`` / ``diagnose.npz`` to ``out_dir``.
-    ``progress``: report each step on stderr (a bar on a terminal, plain lines in a log)."""
+
+    ``selftest``: the strength self-test of the attacks the verdict rests on, on the first
+    ``selftest`` sampled images (0: off); ``ensemble`` (``standard`` / ``cheap``): also run that
+    attack ensemble on the same images at each eps. ``progress``: report each step on stderr
+    (a bar on a terminal, plain lines in a log)."""
     from annt.data import load_dataset
-    from annt.data.sampling import sample_correct
+    from annt.data.sampling import correct_mask, sample_correct
     from annt.zoo import load_model
 
+    _check_extras(selftest, ensemble)
     model = checkpoint if isinstance(checkpoint, nn.Module) else load_model(checkpoint, device=device)
     meta = dict(getattr(model, "annt_meta", {}) or {})
     check_diagnosable(model)
@@ -230,20 +347,44 @@ def diagnose(
     check_logits(model, test.x[:2].to(dev), len(test.classes), label)
     chosen = sample_correct(model, test, samples, seed)
     x, y = chosen.x.to(dev), chosen.y.to(dev)
+    if ensemble is not None:
+        from annt.robustness.ensemble import ensemble_stages
+
+        for e in eps_list:  # a missing attack or a bad eps: one line before any work
+            ensemble_stages(ensemble, norm, e)
     outcomes, worst, growing, health, evidence, skipped = run_checklist(
         model, x, y, eps_list, norm=norm, attacks=attacks, params=params, surrogate=src,
         seed=seed, batch_size=batch_size, tolerance=tolerance, grow=grow, progress=progress,
     )
+    selftests: list[dict[str, Any]] = []
+    flags: dict[str, np.ndarray] = {}
+    selftest_lines: list[str] = []
+    too_weak: list[str] = []
+    if selftest:
+        selftests, flags = run_selftests(model, x[:selftest], outcomes, norm, seed=seed, batch_size=batch_size,
+                                         progress=progress)
+        selftest_lines, too_weak = verdict.judge_selftests(selftests)
+    ens, broken_by = None, None
+    if ensemble is not None:
+        clean = float(correct_mask(model, test).float().mean())
+        ens, broken_by = run_ensembles(model, x, y, eps_list, ensemble, norm=norm, clean_accuracy=clean, seed=seed,
+                                       batch_size=batch_size, progress=progress)
+    label = verdict.verdict(evidence, too_weak)
+    explanation = verdict.explain(label, outcomes, tolerance, selftest_lines, too_weak)
+    if ens is not None:
+        explanation += compare_ensemble(ens, worst, tolerance)
     name = checkpoint if not isinstance(checkpoint, nn.Module) else meta.get("zoo", "model")
     result = DiagnoseResult(
         checkpoint=str(name), dataset=str(dataset), norm=norm, eps=eps_list, seed=seed,
         index=chosen.index.cpu().numpy().astype(np.int64), outcomes=outcomes, worst_case=worst,
-        growing=growing, gradient=health, verdict=verdict.verdict(evidence), evidence=evidence,
+        growing=growing, gradient=health, verdict=label, evidence=evidence,
         skipped=skipped,
         meta={"model": meta.get("model"), "bits": meta.get("bits"), "bits_tag": _bits_tag(meta.get("bits")),
               "surrogate": None if surrogate is None else str(surrogate if not isinstance(surrogate, nn.Module) else "model"),
-              "tolerance": tolerance},
+              "tolerance": tolerance, "selftest_images": min(selftest, len(x)), "ensemble": ensemble},
         provenance=provenance(dev),
+        explanation=explanation, selftests=selftests, selftest_flags=flags, ensemble=ens,
+        ensemble_broken_by=broken_by,
     )
     if out_dir is not None:
         from annt.robustness.store import save_diagnose

@@ -1,5 +1,6 @@
-"""Diagnose results on disk: ``diagnose.json`` (tables, verdict, provenance) and ``diagnose.npz``
-(per-sample robust flags, no pickle), both written atomically."""
+"""Diagnose results on disk: ``diagnose.json`` (tables, verdict, self-test, ensemble,
+provenance) and ``diagnose.npz`` (per-sample robust flags; where run, the self-test's per-image
+flags and the ensemble's ``broken_by``; no pickle), both written atomically."""
 
 from __future__ import annotations
 
@@ -25,17 +26,26 @@ def save_diagnose(out_dir: str | Path, result: Any) -> Path:
         result.provenance = provenance()
     folder.mkdir(parents=True, exist_ok=True)
     robust = np.stack([o.robust for o in result.outcomes]) if result.outcomes else np.zeros((0, 0), bool)
-    atomic_save_npz(folder / NPZ_NAME, index=result.index, robust=robust.astype(bool))
+    extra = {k: np.asarray(v, bool) for k, v in (getattr(result, "selftest_flags", None) or {}).items()}
+    broken = getattr(result, "ensemble_broken_by", None)
+    if broken is not None:
+        extra["ensemble_broken_by"] = np.asarray(broken, np.int8)
+    atomic_save_npz(folder / NPZ_NAME, index=result.index, robust=robust.astype(bool), **extra)
     return atomic_write_json(folder / JSON_NAME, result.to_dict())
 
 
 def load_diagnose(out_dir: str | Path) -> dict[str, Any]:
-    """The JSON summary plus the ``robust`` matrix (rows in the order of ``outcomes``)."""
+    """The JSON summary plus the ``robust`` matrix (rows in the order of ``outcomes``), and where
+    present ``selftest_valid`` / ``selftest_passed`` [self-tested attacks, first images] and
+    ``ensemble_broken_by`` [eps, images]."""
     folder = Path(out_dir)
     try:
         summary = json.loads((folder / JSON_NAME).read_text())
         with np.load(folder / NPZ_NAME, allow_pickle=False) as z:
             summary["robust"], summary["index"] = z["robust"], z["index"]
+            for key in ("selftest_valid", "selftest_passed", "ensemble_broken_by"):
+                if key in z.files:
+                    summary[key] = z[key]
     except (OSError, ValueError, KeyError) as err:
         raise AnntError(f"cannot read diagnose results in {folder}: {err}") from None
     return summary

@@ -49,6 +49,7 @@ def diagnose_one(plan: Any, handle: Any, folder: Path, settings: dict[str, Any],
         load(slot, handle.folder, handle.sha256, device), slot.dataset, samples=block.samples, eps=block.eps,
         norm=block.norm, attacks=block.attacks, params=block.params, surrogate=surrogate,
         seed=plan.spec.seed, data_dir=plan.spec.data_dir, tolerance=block.tolerance, grow=block.grow,
+        selftest=block.selftest, ensemble=block.ensemble,
     )
     user = getattr(slot, "user", None)  # a user's own model: as the spec names it
     result.checkpoint = slot.zoo_name or (user.shown if user is not None else str(handle.folder))

@@ -475,6 +475,8 @@ def train_model(
     ``path/file.py:function``) called with ``model_args``; below full precision it is converted
     by :func:`annt.quantize` (``keep_fp`` layers stay FP), ``preprocess`` (``mean``/``std``) puts
     normalisation inside, and ``init_from`` / ``teacher`` may then be plain weights files.
+    After adversarial training, :func:`annt.robustness.training_check.check_trained` tells
+    robustness from gradient masking (``annt train`` runs it).
     """
     spec = parse_bits(bits)
     if teacher is not None and recipe_overrides.get("distill_weight") is None:

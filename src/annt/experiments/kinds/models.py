@@ -26,9 +26,11 @@ MODELS = Table("models", "model", (
     Field("model", lambda f: f.slot.model, TEXT, key=True),
     Field("bits", lambda f: str(f.slot.bits), TEXT, key=True),
     Field("bits_tag", lambda f: f.slot.bits.tag, TEXT),
-    Field("origin", lambda f: _origin(f.slot) if f.cell.kind == "load" else "train", TEXT, key=True),
+    Field("origin", lambda f: _origin(f.slot) if f.cell.kind != "train" else "train", TEXT, key=True),
     Field("checkpoint", fact("checkpoint"), TEXT),  # the zoo name or given folder; a trained model's best/
-    Field("source", lambda f: f.source, TEXT, kinds=kinds("load")),  # a user's model: files' sha256, args...
+    # a user's model: files' sha256, args...; a deployed twin: export settings and source model's sha256
+    Field("source", lambda f: f.source, TEXT, kinds=kinds("load", "export")),
+    Field("deployment", lambda f: f.deployment, key=True, kinds=kinds("export")),
     Field("sha256", fact("sha256"), TEXT),  # weights; a given checkpoint's is known before loading:
     Field("given_sha256", fact("sha256"), key="sha256", kinds=kinds("load")),
     Field("recipe", lambda f: f.slot.recipe, key=True, kinds=kinds("train")),
@@ -41,7 +43,10 @@ MODELS = Table("models", "model", (
 
 
 def _origin(slot: ModelSlot) -> str:
-    """``checkpoint``, or how a user's model is given: ``factory``, ``torchscript``, ``onnx``."""
+    """``checkpoint``, how a user's model is given (``factory``, ``torchscript``, ``onnx``), or
+    ``deploy:FORMAT`` for a deployed twin."""
+    if slot.deploy is not None:
+        return f"deploy:{slot.deploy.format}"
     return "checkpoint" if slot.user is None else slot.user.source
 
 
