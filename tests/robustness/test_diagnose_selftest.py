@@ -23,6 +23,7 @@ from annt.robustness.verdict import (
     judge_selftests,
     selftest_targets,
     verdict,
+    weak_that_matter,
 )
 
 # one tiny step from the clean image: PGD cannot reach the planted point at the ball's corner
@@ -93,6 +94,11 @@ def test_the_selftest_targets_and_the_verdict_they_allow():
     assert verdict([], failed) == TOO_WEAK and verdict(["masking"], failed) == MASKING and verdict([], []) == CLEAN
     text = explain(TOO_WEAK, rows, 0.01, lines, failed)
     assert text[0].startswith("pgd and hop_skip_jump failed the strength self-test") and text[-3:] == lines
+    # every image broken at the largest eps: no robustness claim, so a weak attack does not matter
+    assert weak_that_matter(failed, {0.05: 0.3, 0.1: 0.0}) == [] and weak_that_matter(failed, {0.1: 0.01}) == failed
+    assert verdict([], weak_that_matter(failed, {0.1: 0.0})) == CLEAN
+    text = explain(CLEAN, rows, 0.01, lines, failed)
+    assert "pgd and hop_skip_jump failed the strength self-test, but the attacks broke every image at eps 0.1" in text[-4]
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +184,13 @@ def test_bad_selftest_and_ensemble_options_are_one_line(capsys):
         annt.diagnose("zoo:mnist_a@fp", "mnist-embedded", samples=2, eps=0.1, selftest=-1)
     with pytest.raises(AnntError, match="unknown ensemble 'nope'"):
         annt.diagnose("zoo:mnist_a@fp", "mnist-embedded", samples=2, eps=0.1, ensemble="nope")
-    for bad in (["--selftest", "-1"], ["--selftest", "x"], ["--ensemble", "nope"]):
+    for bad in (["--selftest", "-1"], ["--selftest", "x"]):
         with pytest.raises(SystemExit):
             main(["diagnose", "--checkpoint", "zoo:mnist_a@fp", "--eps", "0.1", *bad])
     capsys.readouterr()
+    assert main(["diagnose", "--checkpoint", "zoo:mnist_a@fp", "--eps", "0.1", "--ensemble", "apgd_ce,nope"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "diagnose: the apgd_ce,nope ensemble needs attack(s) nope" in err and len(err.splitlines()) == 1
 
 
 def test_the_study_block_takes_the_options():

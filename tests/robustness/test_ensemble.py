@@ -157,6 +157,10 @@ def test_cli_prints_both_conventions_and_writes_results(tmp_path, capsys):
     (["--eps", "0.1", "--norm", "1"], "invalid choice: '1'"),
     (["--eps", "0.1", "--ensemble", "cheap", "--param", "pgd.steps=3"], "does not run"),
     (["--eps", "0.1", "--ensemble", "cheap", "--param", "apgd_ce.stepz=3"], "unknown parameter 'stepz'"),
+    (["--eps", "0.1", "--ensemble", "apgd_ce,,square"], "stage '' is not ATTACK or ATTACK[GRADIENT]"),
+    (["--eps", "0.1", "--ensemble", "apgd_ce[sigmoid],nope"], "needs attack(s) nope"),
+    (["--eps", "0.1", "--ensemble", "apgd_ce[wobbly]"], "wobbly"),
+    (["--eps", "0.1", "--ensemble", "square[sigmoid]"], "unknown parameter 'gradient'"),
 ])
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "ra"
@@ -174,6 +178,19 @@ def test_an_unregistered_ensemble_attack_is_one_line(monkeypatch):
     monkeypatch.setattr(ensemble, "list_attacks", lambda: ["apgd_ce", "apgd_dlr", "square"])
     with pytest.raises(AnntError, match="needs attack\\(s\\) apgd_t, fab_t"):
         ensemble.ensemble_stages("standard", "inf", EPS)
+
+
+def test_a_listed_ensemble_runs_its_stages_in_order(fp_images):
+    """--ensemble apgd_ce[sigmoid],square: each listed stage with its gradient, on what is left;
+    the per-attack --param applies to every stage of that attack."""
+    model, x, y = fp_images
+    _, broken_by, _, stages = run_ensemble(model, x[:8], y[:8], 0.2, ensemble="apgd_ce,apgd_ce[sigmoid],square",
+                                           params={"apgd_ce": {"steps": 5}, "square": {"max_queries": 30}})
+    assert [s.name for s in stages] == ["apgd_ce", "apgd_ce[sigmoid]", "square"]
+    assert [s.params["steps"] for s in stages[:2]] == [5, 5] and stages[2].params["max_queries"] == 30
+    assert stages[1].attacked == stages[0].attacked - stages[0].broken
+    assert ensemble.ensemble_spec("square") == (("square", {}),)
+    assert ensemble.ensemble_spec("standard") == ensemble.ENSEMBLES["standard"]
 
 
 def test_standard_ensemble_runs_autoattack_order(fp_images):

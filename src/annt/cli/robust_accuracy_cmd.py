@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--norm", default=DEFAULT_NORM, choices=NORMS)
     p.add_argument("--ensemble", default=DEFAULT_ENSEMBLE,
                    help="; ".join(f"{k}: {', '.join(stage_label(a, o) for a, o in v)}" for k, v in ENSEMBLES.items())
-                   + f" (default {DEFAULT_ENSEMBLE})")
+                   + f"; or a comma-separated list of attacks, each with an optional [gradient]"
+                   f" (apgd_ce,apgd_ce[sigmoid],square) (default {DEFAULT_ENSEMBLE})")
     p.add_argument("--n-images", type=positive_int, default=DEFAULT_IMAGES,
                    help=f"the first N test images (default {DEFAULT_IMAGES})")
     p.add_argument("--param", action="append", default=[], metavar="ATTACK.KEY=VALUE",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,29 +112,48 @@ class EnsembleResult:
         }
 
 
+def ensemble_spec(name: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """The (attack, own parameters) stages of ensemble ``name``: a named one (``ENSEMBLES``) or
+    a comma-separated list of stages, each an attack with an optional quantizer gradient in
+    brackets (``apgd_ce,apgd_ce[sigmoid],square``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise AnntError(f"robust-accuracy: ensemble must be a name or a comma-separated attack list, got {name!r}")
+    if name in ENSEMBLES:
+        return ENSEMBLES[name]
+    if "," not in name and "[" not in name and name not in list_attacks():
+        raise AnntError(f"robust-accuracy: unknown ensemble {name!r}: choose one of {', '.join(ENSEMBLES)},"
+                        " or list attacks (apgd_ce,apgd_ce[sigmoid],square)")
+    stages = []
+    for token in (t.strip() for t in name.split(",")):
+        m = re.fullmatch(r"([a-z0-9_]+)(?:\[([a-z0-9_]+)\])?", token)
+        if m is None:
+            raise AnntError(f"robust-accuracy: ensemble stage {token!r} is not ATTACK or ATTACK[GRADIENT]")
+        stages.append((m.group(1), {"gradient": m.group(2)} if m.group(2) else {}))
+    return tuple(stages)
+
+
 def ensemble_stages(name: str, norm: str, eps: float,
                     params: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The ensemble's (attack, full parameters) in order; one line for a bad option or an
     attack this installation does not register."""
-    if name not in ENSEMBLES:
-        raise AnntError(f"robust-accuracy: unknown ensemble {name!r}: choose one of {', '.join(ENSEMBLES)}")
+    spec = ensemble_spec(name)
     if norm not in NORMS:
         raise AnntError(f"robust-accuracy: norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 0:
         raise AnntError(f"robust-accuracy: eps must be a positive number, got {eps!r}")
-    missing = [a for a, _ in ENSEMBLES[name] if a not in list_attacks()]
+    missing = [a for a, _ in spec if a not in list_attacks()]
     if missing:
         raise AnntError(f"robust-accuracy: the {name} ensemble needs attack(s) {', '.join(missing)}, which"
                         " this installation does not register; use --ensemble cheap")
     params = params or {}
-    unknown = sorted(set(params) - {a for a, _ in ENSEMBLES[name]})
+    unknown = sorted(set(params) - {a for a, _ in spec})
     if unknown:
         raise AnntError(f"robust-accuracy: parameters for {', '.join(unknown)}, which the {name} ensemble"
-                        f" does not run ({', '.join(a for a, _ in ENSEMBLES[name])})")
+                        f" does not run ({', '.join(a for a, _ in spec)})")
     from annt.attacks import validate_params
 
     stages = []
-    for attack, own in ENSEMBLES[name]:
+    for attack, own in spec:
         full = attack_params(attack, eps, norm, own | params.get(attack, {}))
         validate_params(attack, full)  # a bad parameter fails here, before any work
         stages.append((attack, full))

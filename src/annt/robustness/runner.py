@@ -40,7 +40,6 @@ from annt.robustness.defaults import (  # noqa: F401  (the defaults live there; 
     DEFAULT_SEED,
     DEFAULT_SELFTEST,
     DEFAULT_TOLERANCE,
-    ENSEMBLES,
     NORMS,
     SELFTEST_MIN_PASS,
 )
@@ -277,8 +276,13 @@ def compare_ensemble(summary: dict[str, Any], worst: dict[float, float], toleran
 def _check_extras(selftest: Any, ensemble: str | None) -> None:
     if isinstance(selftest, bool) or not isinstance(selftest, int) or selftest < 0:
         raise AnntError(f"diagnose: selftest must be a number of images >= 0 (0: off), got {selftest!r}")
-    if ensemble is not None and ensemble not in ENSEMBLES:
-        raise AnntError(f"diagnose: unknown ensemble {ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
+    if ensemble is not None:
+        from annt.robustness.ensemble import ensemble_spec
+
+        try:
+            ensemble_spec(ensemble)
+        except AnntError as e:
+            raise AnntError(str(e).replace("robust-accuracy:", "diagnose:", 1)) from None
 
 
 def _bits_tag(bits: Any) -> str | None:
@@ -351,7 +355,10 @@ def diagnose(
         from annt.robustness.ensemble import ensemble_stages
 
         for e in eps_list:  # a missing attack or a bad eps: one line before any work
-            ensemble_stages(ensemble, norm, e)
+            try:
+                ensemble_stages(ensemble, norm, e)
+            except AnntError as err:
+                raise AnntError(str(err).replace("robust-accuracy:", "diagnose:", 1)) from None
     outcomes, worst, growing, health, evidence, skipped = run_checklist(
         model, x, y, eps_list, norm=norm, attacks=attacks, params=params, surrogate=src,
         seed=seed, batch_size=batch_size, tolerance=tolerance, grow=grow, progress=progress,
@@ -360,17 +367,19 @@ def diagnose(
     flags: dict[str, np.ndarray] = {}
     selftest_lines: list[str] = []
     too_weak: list[str] = []
+    failed: list[str] = []
     if selftest:
         selftests, flags = run_selftests(model, x[:selftest], outcomes, norm, seed=seed, batch_size=batch_size,
                                          progress=progress)
-        selftest_lines, too_weak = verdict.judge_selftests(selftests)
+        selftest_lines, failed = verdict.judge_selftests(selftests)
+        too_weak = verdict.weak_that_matter(failed, worst)
     ens, broken_by = None, None
     if ensemble is not None:
         clean = float(correct_mask(model, test).float().mean())
         ens, broken_by = run_ensembles(model, x, y, eps_list, ensemble, norm=norm, clean_accuracy=clean, seed=seed,
                                        batch_size=batch_size, progress=progress)
     label = verdict.verdict(evidence, too_weak)
-    explanation = verdict.explain(label, outcomes, tolerance, selftest_lines, too_weak)
+    explanation = verdict.explain(label, outcomes, tolerance, selftest_lines, failed)
     if ens is not None:
         explanation += compare_ensemble(ens, worst, tolerance)
     name = checkpoint if not isinstance(checkpoint, nn.Module) else meta.get("zoo", "model")

@@ -13,7 +13,8 @@ Robust accuracies closer than ``tolerance`` count as equal. Any of these makes t
 cross-entropy's gradient through the model's default gradient); the others (APGD-DLR, APGD-T,
 the gradient surrogate rows, ...) are alternatives, and :func:`explain_gap` says which of them,
 if any, closed the gap. Without masking evidence, a failed strength self-test of an attack the
-verdict rests on (:func:`selftest_targets`) makes it :data:`TOO_WEAK` instead of :data:`CLEAN`.
+verdict rests on (:func:`selftest_targets`) makes it :data:`TOO_WEAK` instead of :data:`CLEAN`,
+unless the worst case at the largest eps is 0 (no robustness is claimed; :func:`weak_that_matter`).
 """
 
 from __future__ import annotations
@@ -180,6 +181,15 @@ def judge_selftests(results: list[dict[str, Any]]) -> tuple[list[str], list[str]
     return lines, failed
 
 
+def weak_that_matter(too_weak: list[str], worst: dict[float, float]) -> list[str]:
+    """The self-test failures a verdict must heed: none when the worst case at the largest eps
+    is 0 (every image was broken, so no robustness claim rests on any attack's failure to find
+    more), else all of them."""
+    if not too_weak or not worst:
+        return list(too_weak)
+    return list(too_weak) if worst[max(worst)] > 0 else []
+
+
 def verdict(evidence: list[str], too_weak: list[str] | None = None) -> str:
     """MASKING on any masking evidence; else TOO_WEAK when an attack the verdict rests on failed
     its self-test; else CLEAN."""
@@ -202,4 +212,8 @@ def explain(label: str, outcomes: list[Outcome], tolerance: float, selftest_line
             lines.append(line)
     if label == CLEAN and not selftest_lines:
         lines.append("the attacks' strength was not self-tested (selftest 0)")
+    if label != TOO_WEAK and too_weak:
+        top = max(o.eps for o in outcomes)
+        lines.append(f"{_and(too_weak)} failed the strength self-test, but the attacks broke every image at eps"
+                     f" {top:g}: no robustness claim rests on it")
     return lines + selftest_lines
