@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from annt.cli.main import main as annt
+from annt.robustness.ensemble import ensemble_spec
 
 ATTACKS = "fgsm,pgd,apgd_ce,apgd_ce[sigmoid],apgd_dlr,apgd_t,fab_t,square"
 
@@ -38,7 +38,8 @@ def main() -> None:
     rates: dict[tuple[str, str], dict] = {}
     for model in args.models.split(","):
         for token in attacks:
-            attack, gradient = re.fullmatch(r"([a-z0-9_]+)(?:\[([a-z0-9_]+)\])?", token).groups()
+            ((attack, own),) = ensemble_spec(token)  # the ensembles' ATTACK[GRADIENT] syntax
+            gradient = own.get("gradient")
             out = root / f"{model.replace('zoo:', '').replace('@', '-')}-eps{args.eps:g}-{token}.json"
             if not out.is_file():
                 extra = [f"gradient={gradient}"] if gradient else []

@@ -17,6 +17,7 @@ on the same images at each eps.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,16 +274,23 @@ def compare_ensemble(summary: dict[str, Any], worst: dict[float, float], toleran
     return lines
 
 
+@contextlib.contextmanager
+def _as_diagnose_error() -> Any:
+    """The ensemble's one-line errors, reported as diagnose's own."""
+    try:
+        yield
+    except AnntError as err:
+        raise AnntError(str(err).replace("robust-accuracy:", "diagnose:", 1)) from None
+
+
 def _check_extras(selftest: Any, ensemble: str | None) -> None:
     if isinstance(selftest, bool) or not isinstance(selftest, int) or selftest < 0:
         raise AnntError(f"diagnose: selftest must be a number of images >= 0 (0: off), got {selftest!r}")
     if ensemble is not None:
         from annt.robustness.ensemble import ensemble_spec
 
-        try:
+        with _as_diagnose_error():
             ensemble_spec(ensemble)
-        except AnntError as e:
-            raise AnntError(str(e).replace("robust-accuracy:", "diagnose:", 1)) from None
 
 
 def _bits_tag(bits: Any) -> str | None:
@@ -355,10 +363,8 @@ def diagnose(
         from annt.robustness.ensemble import ensemble_stages
 
         for e in eps_list:  # a missing attack or a bad eps: one line before any work
-            try:
+            with _as_diagnose_error():
                 ensemble_stages(ensemble, norm, e)
-            except AnntError as err:
-                raise AnntError(str(err).replace("robust-accuracy:", "diagnose:", 1)) from None
     outcomes, worst, growing, health, evidence, skipped = run_checklist(
         model, x, y, eps_list, norm=norm, attacks=attacks, params=params, surrogate=src,
         seed=seed, batch_size=batch_size, tolerance=tolerance, grow=grow, progress=progress,
