@@ -190,3 +190,25 @@ def test_as_strong_as_torchattacks(name, norm, bits, zoo):
     med_ours = _norms(x, ours.adversarial)[k][ours.success].median()
     med_ref = _norms(x, ref_adv)[k][ref_hit].median()
     assert abs(med_ours - med_ref) <= 0.05 * med_ref, (med_ours, med_ref)
+
+
+@pytest.mark.parametrize("name", ["apgd_ce", "apgd_t"])
+@pytest.mark.parametrize("bits", ["fp", "1bit"])
+def test_early_stop_changes_the_work_not_the_success(name, bits, zoo):
+    """With ``early_stop`` a sample leaves the run at its first adversarial iterate: the same
+    samples are fooled (the others' trajectories are unchanged), by valid examples, with fewer
+    iterations on the fooled ones and the full count on the rest."""
+    model, x, y = zoo[bits]
+    params = {"eps": 0.1, "norm": "inf", "steps": 25} | ({"n_target_classes": 3} if name == "apgd_t" else {})
+    full = run_attack(name, model, x, y, params, seed=3)
+    early = run_attack(name, model, x, y, params | {"early_stop": True}, seed=3)
+    assert torch.equal(early.success, full.success) and 0 < int(full.success.sum()) < len(y)
+    linf, _ = _norms(x, early.adversarial)
+    assert linf.max() <= 0.1 + 1e-6 and early.adversarial.min() >= 0 and early.adversarial.max() <= 1
+    with torch.no_grad():
+        assert (model(early.adversarial[early.success]).argmax(1) != y[early.success]).all()
+    fooled = early.success
+    assert (early.iterations[fooled] < full.iterations[fooled]).any()
+    assert (early.iterations <= full.iterations).all()
+    assert torch.equal(early.iterations[~fooled], full.iterations[~fooled])
+    assert torch.equal(early.backward_passes - early.iterations, full.backward_passes - full.iterations)

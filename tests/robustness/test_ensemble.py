@@ -219,7 +219,8 @@ def test_adaptive_ensemble_breaks_more_of_a_masked_1bit_model_than_standard():
              "fab_t": {"steps": 5, "n_target_classes": 1}, "square": {"max_queries": 20}}
     _, standard, _, _ = run_ensemble(model, x, y, EPS, ensemble="standard", params=quick)
     _, adaptive, adv, stages = run_ensemble(model, x, y, EPS, ensemble="adaptive", params=quick)
-    assert [s.name for s in stages] == ["apgd_ce", "apgd_ce[sigmoid]", "apgd_t[sigmoid]", "fab_t", "square"]
+    assert [s.name for s in stages] == ["apgd_ce", "apgd_ce[sigmoid]", "apgd_t[sigmoid]", "apgd_t", "fab_t",
+                                          "square"]
     assert stages[1].broken > 0
     assert (adaptive == ROBUST).sum() < (standard == ROBUST).sum()
     broken = adaptive >= 0

@@ -32,7 +32,6 @@ from torch import nn
 from annt.attacks.base import (
     AttackResult,
     check_batch,
-    counts,
     eval_mode,
     is_adversarial,
     make_generator,
@@ -97,8 +96,12 @@ def _one_run(
     norm: str,
     steps: int,
     gen: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One APGD run from a random start: (result per sample, success per sample)."""
+    early_stop: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One APGD run from a random start: (result per sample, success per sample, iterations run
+    per sample). With
+    ``early_stop`` a sample leaves the run at its first adversarial iterate (the model then
+    sees only the samples still unfooled; their trajectories are unchanged)."""
     marks = set(checkpoints(steps))
     adv = _start(x, eps, norm, gen)
     grad, logits = input_gradient(model, adv, objective)
@@ -113,15 +116,28 @@ def _one_run(
     loss_at_mark = best_loss.clone()
     halved_at_mark = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     last_mark = 0
+    taken = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     for i in range(steps):
         a = MOMENTUM if i > 0 else 1.0
         z = in_ball(x, adv + bcast(step, x) * step_direction(grad, norm), eps, norm)
         new = in_ball(x, adv + a * (z - adv) + (1 - a) * (adv - previous), eps, norm)
-        previous, adv = adv, new.detach()
-        grad, logits = input_gradient(model, adv, objective)
+        if early_stop:
+            live = ~found
+            if not live.any():
+                break
+            taken += live.long()
+            new = torch.where(bcast(live, x), new, adv)  # a fooled sample stays where it was fooled
+            previous, adv = adv, new.detach()
+            grad, logits = _rows_gradient(model, adv, objective, live, grad, logits)
+        else:
+            taken += 1
+            previous, adv = adv, new.detach()
+            grad, logits = input_gradient(model, adv, objective)
         with torch.no_grad():
             new_loss = objective(logits)
         hit = is_adversarial(logits.argmax(1), labels, targeted)
+        if early_stop:
+            hit &= live
         adv_found = torch.where(bcast(hit, x), adv, adv_found)
         found |= hit
         increases += (new_loss > loss).long()
@@ -141,12 +157,32 @@ def _one_run(
             halved_at_mark, loss_at_mark = halve, best_loss.clone()
             increases.zero_()
             last_mark = i + 1
-    return torch.where(bcast(found, x), adv_found, best), found
+    return torch.where(bcast(found, x), adv_found, best), found, taken
+
+
+def _rows_gradient(
+    model: nn.Module,
+    adv: torch.Tensor,
+    objective,
+    rows: torch.Tensor,
+    grad: torch.Tensor,
+    logits: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_gradient`` on the ``rows`` (bool mask) of ``adv`` only: the other rows keep their
+    ``grad`` and ``logits``. The per-sample objective still sees the whole batch's logits."""
+    index = rows.nonzero().squeeze(1)
+    sub = adv[index].detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(sub)
+        full = logits.index_put((index,), z)
+        (g,) = torch.autograd.grad(objective(full)[index].sum(), sub)
+    return grad.index_put((index,), g), logits.index_put((index,), z.detach())
 
 
 class ApgdParams(BallParams):
     steps: PosInt = 100
     restarts: PosInt = 1
+    early_stop: bool = False  # leave a sample at its first adversarial iterate (same success, less work)
 
 
 def _check_dlr_classes(name: str, classes: int, targeted: bool) -> None:
@@ -168,6 +204,7 @@ def attack(
     norm: str,
     steps: int,
     restarts: int,
+    early_stop: bool,
     seed: int | None = None,
 ) -> AttackResult:
     """APGD-CE / APGD-DLR with ``steps`` iterations per restart."""
@@ -185,18 +222,22 @@ def attack(
         if loss == "dlr":
             _check_dlr_classes(name, classes, targeted)
         clean = predict(model, x) if loss == "dlr" and targeted else None
+        spent = torch.zeros(n, dtype=torch.int64, device=device)  # iterations per sample, all restarts
 
         def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             objective = _objective(loss, labels[todo], targeted, None if clean is None else clean[todo])
-            return _one_run(model, x[todo], labels[todo], targeted, objective, eps, norm, steps, gen)
+            adv, hit, taken = _one_run(model, x[todo], labels[todo], targeted, objective, eps, norm, steps, gen,
+                                       early_stop)
+            spent[todo] += taken
+            return adv, hit
 
         adv, success, tries = with_restarts(x, restarts, run_once)
     return AttackResult(
         adversarial=adv,
         success=success,
-        iterations=counts(n, tries * steps, device),
-        forward_passes=counts(n, tries * (steps + 1), device),
-        backward_passes=counts(n, tries * (steps + 1), device),
+        iterations=spent,
+        forward_passes=tries + spent,
+        backward_passes=tries + spent,
     )
 
 
@@ -228,6 +269,7 @@ def attack_targeted(
     steps: int,
     restarts: int,
     n_target_classes: int,
+    early_stop: bool,
     seed: int | None = None,
 ) -> AttackResult:
     """APGD-T: ``restarts`` runs of ``steps`` per target class, the ``n_target_classes`` (at most
@@ -245,17 +287,20 @@ def attack_targeted(
             logits = model(x)
         _check_dlr_classes("apgd_t", logits.shape[1], targeted=True)
         targets = runner_up_classes(logits, n_target_classes)
+        spent = torch.zeros(n, dtype=torch.int64, device=device)  # iterations per sample, all runs
 
         def run_once(todo: torch.Tensor, target: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
             y = labels[todo]
             objective = functools.partial(dlr_targeted_loss, labels=y, targets=target)
-            return _one_run(model, x[todo], y, False, objective, eps, norm, steps, gen)
+            adv, hit, taken = _one_run(model, x[todo], y, False, objective, eps, norm, steps, gen, early_stop)
+            spent[todo] += taken
+            return adv, hit
 
         adv, success, runs = over_targets(x, logits.argmax(1) != labels, targets, restarts, run_once)
     return AttackResult(
         adversarial=adv,
         success=success,
-        iterations=counts(n, runs * steps, device),
-        forward_passes=counts(n, 1 + runs * (steps + 1), device),
-        backward_passes=counts(n, runs * (steps + 1), device),
+        iterations=spent,
+        forward_passes=1 + runs + spent,
+        backward_passes=runs + spent,
     )

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from annt.attacks import list_attacks
+from annt.attacks import get_attack, list_attacks
 from annt.attacks.base import confirm_on_model, eval_mode
 from annt.errors import AnntError
 from annt.robustness.checks import attack_params, within_budget
@@ -154,7 +154,9 @@ def ensemble_stages(name: str, norm: str, eps: float,
 
     stages = []
     for attack, own in spec:
-        full = attack_params(attack, eps, norm, own | params.get(attack, {}))
+        # an image needs one adversarial example: APGD may drop it at its first (same success, less time)
+        early = {"early_stop": True} if "early_stop" in get_attack(attack).params_model.model_fields else {}
+        full = attack_params(attack, eps, norm, early | own | params.get(attack, {}))
         validate_params(attack, full)  # a bad parameter fails here, before any work
         stages.append((attack, full))
     return stages
