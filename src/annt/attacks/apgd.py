@@ -51,6 +51,7 @@ from annt.attacks.geometry import (
 from annt.attacks.losses import ce_loss, dlr_loss, dlr_targeted_loss
 from annt.attacks.params import BallParams, PosInt, takes
 from annt.errors import AnntError
+from annt.inputs.identity import later
 
 APGD_LOSSES = ("ce", "dlr")
 RHO = 0.75
@@ -182,7 +183,8 @@ def _rows_gradient(
 class ApgdParams(BallParams):
     steps: PosInt = 100
     restarts: PosInt = 1
-    early_stop: bool = False  # leave a sample at its first adversarial iterate (same success, less work)
+    # leave a sample at its first adversarial iterate (same success, less work)
+    early_stop: bool = later(False, "0.6.0")
 
 
 def _check_dlr_classes(name: str, classes: int, targeted: bool) -> None:
