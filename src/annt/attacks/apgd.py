@@ -183,8 +183,7 @@ def _rows_gradient(
 class ApgdParams(BallParams):
     steps: PosInt = 100
     restarts: PosInt = 1
-    # leave a sample at its first adversarial iterate (same success, less work)
-    early_stop: bool = later(False, "0.6.0")
+    early_stop: bool = later(False, "0.6.0")  # leave a sample at its first adversarial iterate (same success, less work)
 
 
 def _check_dlr_classes(name: str, classes: int, targeted: bool) -> None:
