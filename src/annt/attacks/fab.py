@@ -36,6 +36,7 @@ from annt.attacks.base import (
 from annt.attacks.geometry import bcast, check_norm, flat_norm, input_gradient, norm_order
 from annt.attacks.params import BallParams, PosInt, takes
 from annt.errors import AnntError
+from annt.models.inference import cached_inference_copy
 
 
 def boundary_projection(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:
@@ -176,6 +177,7 @@ def attack(
     gen = make_generator(seed, device)
     x = inputs.detach()
     with eval_mode(model):
+        original, model = model, cached_inference_copy(model, channels_last=False)  # bit-identical, faster
         with torch.no_grad():
             logits = model(x)
         if logits.shape[1] < 2:
@@ -189,7 +191,7 @@ def attack(
             return best, size <= eps
 
         adv, claimed, runs = over_targets(x, logits.argmax(1) != labels, targets, restarts, run_once)
-        adv, success, checks = confirm_on_model(model, x, adv, claimed, labels, targeted=False)
+        adv, success, checks = confirm_on_model(original, x, adv, claimed, labels, targeted=False)
         size = flat_norm(adv - x, p)
         success &= size <= eps  # a point the confirmation pushed out of the budget is a failure
         adv = torch.where(bcast(success, x), adv, x)
