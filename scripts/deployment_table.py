@@ -53,7 +53,8 @@ def cached(path: Path, run) -> dict:
     return out
 
 
-def measure(root: Path, model: str, dataset: str, eps: float, gap_eps: str, n: int, slow: int, n_cw: int) -> dict:
+def measure(root: Path, model: str, dataset: str, eps: float, gap_eps: str, n: int, slow: int, n_cw: int,
+            n_gap: int) -> dict:
     zoo = f"zoo:{model}"
     here = root / model.replace("@", "-")
     here.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def measure(root: Path, model: str, dataset: str, eps: float, gap_eps: str, n: i
     gap = here / "gap"
     if not (gap / "gap.json").exists():
         annt("deploy-gap", "--checkpoint", zoo, "--deployed", str(deployed), "--eps", gap_eps,
-             "--n-images", str(n), "--out", str(gap), *common)
+             "--n-images", str(n_gap), "--out", str(gap), *common)
     summary["gap"] = json.loads((gap / "gap.json").read_text())
     (here / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -102,14 +103,15 @@ def main() -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--eps", type=float, required=True, help="Linf budget of FGSM, PGD and Square")
     ap.add_argument("--gap-eps", required=True, help="deploy-gap budgets, e.g. 0.05,0.1")
-    ap.add_argument("--n-images", type=int, default=1000, help="images for FGSM, PGD and deploy-gap")
+    ap.add_argument("--n-images", type=int, default=1000, help="images for FGSM and PGD (and CW-L2, deploy-gap unless set)")
     ap.add_argument("--cw-images", type=int, default=None, help="images for CW-L2 (default: --n-images)")
+    ap.add_argument("--gap-images", type=int, default=None, help="images for deploy-gap (default: --n-images)")
     ap.add_argument("--slow-images", type=int, default=100, help="images for Boundary and Square")
     args = ap.parse_args()
     root = Path(args.root)
     for model in args.models.split(","):
         s = measure(root, model, args.dataset, args.eps, args.gap_eps, args.n_images, args.slow_images,
-                    args.cw_images or args.n_images)
+                    args.cw_images or args.n_images, args.gap_images or args.n_images)
         cells = [f"{s[a]['pytorch_adversarial_accuracy']:.3f} / {s[a]['deployed_adversarial_accuracy']:.3f}"
                  for a in ATTACKS]
         sq = f"{s['square_pytorch']['adversarial_accuracy']:.3f} / {s['square_deployed']['adversarial_accuracy']:.3f}"
