@@ -96,11 +96,12 @@ def attack(
     gen = make_generator(seed, device)
     x = inputs.detach()
 
-    def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _one_run(frozen, x[todo], labels[todo], targeted, eps, norm, steps, alpha, random_start, gen)
-
     with eval_mode(model):
         frozen = cached_inference_copy(model, channels_last=False)  # bit-identical, faster
+
+        def run_once(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return _one_run(frozen, x[todo], labels[todo], targeted, eps, norm, steps, alpha, random_start, gen)
+
         adv, success, tries = with_restarts(x, restarts, run_once)
     return AttackResult(
         adversarial=adv,
