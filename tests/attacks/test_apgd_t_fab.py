@@ -9,6 +9,8 @@ at most the reference's + 0.02 on 64 images (one image is 0.016).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -155,6 +157,51 @@ def test_fab_on_a_linear_model_is_the_closed_form(norm):
     res = run_attack("fab_t", model, x[interior], y[interior], {"eps": eps, "norm": norm, "steps": 30}, seed=0)
     assert torch.equal(res.success, r2 * exact[interior] <= eps) and res.success.sum() == 10
     assert torch.equal(res.adversarial[~res.success], x[interior][~res.success])
+
+
+def _textbook_run(model, x0, y, target, norm, steps, alpha_max=0.1, eta=1.05, beta=0.9):
+    """FAB's loop as the paper writes it: a gradient, then a separate forward to check each step."""
+    from annt.attacks.geometry import flat_norm, input_gradient, norm_order
+
+    n, p = x0.shape[0], norm_order(norm)
+    rows = torch.arange(n)
+    x1, best, best_norm = x0, x0.clone(), torch.full((n,), torch.inf, dtype=x0.dtype)
+    hits = torch.zeros(n, dtype=torch.int64)
+    for step in range(steps):
+        grad, z = input_gradient(model, x1, lambda z: z[rows, target] - z[rows, y])
+        with torch.no_grad():
+            w = grad.flatten(1)
+            b = (w * x1.flatten(1)).sum(1) - (z[rows, target] - z[rows, y])
+            d = boundary_projection(torch.cat((x1.flatten(1), x0.flatten(1))), w.repeat(2, 1), b.repeat(2), norm)
+            size = flat_norm(d, p).clamp(min=1e-8)
+            alpha = (size[:n] / (size[:n] + size[n:])).clamp(0.0, alpha_max).view(-1, 1, 1, 1)
+            x1 = ((x1 + eta * d[:n].view_as(x0)) * (1 - alpha) + (x0 + eta * d[n:].view_as(x0)) * alpha).clamp(0, 1)
+            hit = model(x1).argmax(1) != y
+            dist = flat_norm(x1 - x0, p)
+            better = hit & (dist < best_norm)
+            best[better], best_norm[better] = x1[better], dist[better]
+            x1 = torch.where(hit.view(-1, 1, 1, 1), x0 + (x1 - x0) * beta, x1)
+            hits += hit & (step < steps - 1)
+    return best, best_norm, hits
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_fab_run_reusing_the_check_forward_is_the_textbook_loop(norm, fp):
+    """A FAB step takes its next gradient from the forward pass that checks the iterate, and
+    again only where the iterate was adversarial (and pulled back): same points as the textbook
+    loop (to float rounding), and one extra gradient per such step."""
+    from annt.attacks.fab import _one_run
+
+    model, x, y = fp
+    model, x = copy.deepcopy(model).double(), x.double()  # float64: rounding cannot steer the paths apart
+    with torch.no_grad():
+        target = runner_up_classes(model(x), 1)[:, 0]
+    want, want_norm, want_hits = _textbook_run(model, x, y, target, norm, steps=20)
+    got, got_norm, again = _one_run(model, x, y, target, x, norm, 20, 0.1, 1.05, 0.9)
+    assert torch.isfinite(want_norm).sum() > 20  # FAB finds adversarial points for most images
+    torch.testing.assert_close(got_norm, want_norm, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert torch.equal(again, want_hits) and again.sum() > 0
 
 
 # ------------------------------------------------------------------ the multi-target loop

@@ -48,15 +48,17 @@ def boundary_projection(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm:
     Linf: ``d_i = -sign(w_i) min(lam, room_i)`` with the smallest ``lam`` whose total decrease
     ``sum_i |w_i| min(lam, room_i)`` reaches ``c``; L2 (KKT): ``d_i = -sign(w_i) min(mu |w_i|,
     room_i)``, total ``sum_i w_i^2 min(mu, room_i / |w_i|)``. Both totals are
-    ``G(s) = sum_i v_i min(s, k_i)``, increasing and piecewise linear in ``s``: after sorting the
-    knots ``k``, ``G`` at every knot is a cumulative sum, and ``s`` is solved on the segment where
-    ``G`` crosses ``c``. Computed in float64, returned in ``t``'s dtype.
+    ``G(s) = sum_i v_i min(s, k_i)``: increasing, concave and piecewise linear in ``s``, so
+    Newton's method from ``s = 0`` never overshoots the root and is exact once it reaches the
+    root's segment (no sort: each step is one pass over the knots above ``s``, and few steps are
+    needed). Rows whose ``G`` never reaches ``c`` get ``s = inf``. Computed in float64, returned
+    in ``t``'s dtype.
     """
     dtype = t.dtype
     t, w, b = t.double(), w.double(), b.double()
     c = (w * t).sum(1) - b
-    side = torch.where(c >= 0, 1.0, -1.0).to(t)
-    w, c = w * side[:, None], c * side
+    w = torch.where((c < 0)[:, None], -w, w)
+    c = c.abs()
     size = w.abs()
     room = torch.where(w > 0, t, 1 - t)
     active = size > 0
@@ -64,20 +66,22 @@ def boundary_projection(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, norm:
         knot, weight = room, size
     else:
         knot, weight = room / torch.where(active, size, 1.0), size.square()
-    knot = torch.where(active, knot, torch.finfo(knot.dtype).max)
-    weight = torch.where(active, weight, 0.0)
-    knots, order = knot.sort(dim=1)
-    weights = weight.gather(1, order)
-    part = weights * knots
-    below = part.cumsum(1)  # sum of v_j k_j over the knots up to here
-    above = weights.flip(1).cumsum(1).flip(1) - weights  # sum of v_j over the knots after here (0 at the end)
-    reach = below + knots * above  # G at each knot
-    k = (reach < c[:, None]).sum(1, keepdim=True)
-    feasible = k[:, 0] < t.shape[1]
-    k = k.clamp(max=t.shape[1] - 1)
-    base = (below - part).gather(1, k)[:, 0]
-    rate = (above + weights).gather(1, k)[:, 0]
-    s = ((c - base) / rate.clamp(min=1e-300)).clamp(min=0)
+    knot = torch.where(active, knot, 0.0)  # inactive coordinates add nothing at any s
+    terms = torch.stack((weight, weight * knot), 2)  # [B, D, 2]: v_i and v_i k_i
+    total = terms[..., 1].sum(1)  # G(inf)
+    feasible = total >= c
+    s = torch.zeros_like(c)
+    count = torch.full_like(c, -1.0)  # knots above s at the previous step
+    for _ in range(t.shape[1] + 2):  # each step passes at least one knot until the last
+        above = (knot > s[:, None]).to(knot)
+        part = torch.bmm(above[:, None, :], terms)[:, 0]  # sums of v_i and v_i k_i over k_i > s
+        n_above = above.sum(1)
+        done = (n_above == count) | ~feasible  # same segment as the step before: s is its root
+        if bool(done.all()):
+            break
+        count = n_above
+        g = total - part[:, 1] + s * part[:, 0]  # G(s)
+        s = torch.where(done, s, s + (c - g).clamp(min=0) / part[:, 0].clamp(min=1e-300))
     s = torch.where(feasible, s, torch.inf)[:, None]
     step = torch.minimum(s, room) if norm == "inf" else torch.minimum(s * size, room)
     return torch.where(active, -w.sign() * step, 0.0).to(dtype)  # inactive: no move (and no inf * 0)
@@ -104,34 +108,54 @@ def _one_run(
     alpha_max: float,
     eta: float,
     beta: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One FAB run towards ``target``: (closest adversarial point, its norm; inf where none)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One FAB run towards ``target``: (closest adversarial point, its norm (inf where none),
+    the number of gradients taken again per image).
+
+    The forward pass that checks a step's iterate also gives the next step's gradient there, so a
+    step costs one forward and one backward, plus one of each for the iterates that were
+    adversarial (pulled back towards ``x0``, so their gradient is taken again at the new point).
+    """
     n, p = x0.shape[0], norm_order(norm)
     flat0 = x0.flatten(1)
+
+    def gradient(x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        t, y = (target, labels) if keep is None else (target[keep], labels[keep])
+        rows = torch.arange(len(t), device=x.device)
+        return input_gradient(model, x, lambda z: z[rows, t] - z[rows, y])
+
     rows = torch.arange(n, device=x0.device)
-
-    def difference(z: torch.Tensor) -> torch.Tensor:
-        return z[rows, target] - z[rows, labels]
-
     x1 = start
     best, best_norm = x0.clone(), torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
-    for _ in range(steps):
-        grad, logits = input_gradient(model, x1, difference)
+    again = torch.zeros(n, dtype=torch.int64, device=x0.device)
+    grad, logits = gradient(x1)
+    for step in range(steps):
         with torch.no_grad():
             w = grad.flatten(1)
-            b = (w * x1.flatten(1)).sum(1) - difference(logits)
+            b = (w * x1.flatten(1)).sum(1) - (logits[rows, target] - logits[rows, labels])
             d = boundary_projection(torch.cat((x1.flatten(1), flat0)), w.repeat(2, 1), b.repeat(2), norm)
             size = flat_norm(d, p).clamp(min=1e-8)
             d1, d2 = d[:n].view_as(x0), d[n:].view_as(x0)
             alpha = bcast((size[:n] / (size[:n] + size[n:])).clamp(0.0, alpha_max), x0)
             x1 = ((x1 + eta * d1) * (1 - alpha) + (x0 + eta * d2) * alpha).clamp(0.0, 1.0)
-            hit = model(x1).argmax(1) != labels
+        last = step == steps - 1
+        if last:
+            with torch.no_grad():
+                logits = model(x1)
+        else:
+            grad, logits = gradient(x1)
+        with torch.no_grad():
+            hit = logits.argmax(1) != labels
             dist = flat_norm(x1 - x0, p)
             better = hit & (dist < best_norm)
             best = torch.where(bcast(better, x0), x1, best)
             best_norm = torch.where(better, dist, best_norm)
             x1 = torch.where(bcast(hit, x0), x0 + (x1 - x0) * beta, x1)
-    return best, best_norm
+        if not last and bool(hit.any()):
+            grad, logits = grad.clone(), logits.clone()
+            grad[hit], logits[hit] = gradient(x1[hit], hit)
+            again += hit
+    return best, best_norm, again
 
 
 class FabParams(BallParams):
@@ -176,6 +200,7 @@ def attack(
     n, device, p = inputs.shape[0], inputs.device, norm_order(norm)
     gen = make_generator(seed, device)
     x = inputs.detach()
+    again = torch.zeros(n, dtype=torch.int64, device=device)  # gradients taken twice in a step
     with eval_mode(model):
         original, model = model, cached_inference_copy(model, channels_last=False)  # bit-identical, faster
         with torch.no_grad():
@@ -187,7 +212,8 @@ def attack(
         def run_once(todo: torch.Tensor, target: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
             x0 = x[todo]
             start = x0 if restart == 0 else _start(x0, eps, norm, gen)
-            best, size = _one_run(model, x0, labels[todo], target, start, norm, steps, alpha_max, eta, beta)
+            best, size, repeats = _one_run(model, x0, labels[todo], target, start, norm, steps, alpha_max, eta, beta)
+            again[todo] += repeats
             return best, size <= eps
 
         adv, claimed, runs = over_targets(x, logits.argmax(1) != labels, targets, restarts, run_once)
@@ -199,6 +225,6 @@ def attack(
         adversarial=adv,
         success=success,
         iterations=counts(n, runs * steps, device),
-        forward_passes=counts(n, 1 + runs * 2 * steps + checks, device),
-        backward_passes=counts(n, runs * steps, device),
+        forward_passes=counts(n, 1 + runs * (steps + 1) + again + checks, device),
+        backward_passes=counts(n, runs * steps + again, device),
     )
