@@ -232,4 +232,7 @@ def test_catastrophic_overfitting_is_named_when_fgsm_is_far_weaker_than_pgd():
     assert line is not None and "apgd_ce 0.100" in line and "catastrophic overfitting" in line
     healthy = [row("fgsm", "single-step", 0.93), row("pgd", "iterative", 0.93 - OVERFIT_GAP + 0.01)]
     assert overfitting_evidence(healthy, 0.3) is None
+    # a gap without a collapse: a PGD-trained model at a large budget (FGSM 0.95, APGD-CE 0.77)
+    assert overfitting_evidence([row("fgsm", "single-step", 0.95), row("apgd_ce", "iterative", 0.77)], 0.3) is None
+    assert overfitting_evidence([row("fgsm", "single-step", 0.95), row("apgd_ce", "iterative", 0.47)], 0.3)
     assert overfitting_evidence(overfit, 0.1) is None  # no rows at that eps

@@ -25,14 +25,18 @@ import torch
 from annt.robustness.verdict import CLEAN, MASKING
 
 CHECK_DIR = "check"
-# FGSM leaving this much more than the best iterative attack after adversarial training: the model
-# learnt to resist the single step, not the budget (catastrophic overfitting, Wong et al. 2020).
+# FGSM leaving this much more than the best iterative attack after adversarial training, and the
+# iterative attack at most OVERFIT_SHARE of FGSM's robust accuracy: the model learnt to resist the
+# single step, not the budget (catastrophic overfitting, Wong et al. 2020: PGD accuracy collapses).
+# A PGD-trained model at a large budget (FGSM 0.95, APGD-CE 0.77) has a gap but no collapse.
 OVERFIT_GAP = 0.15
+OVERFIT_SHARE = 0.5
 
 
 def overfitting_evidence(outcomes: list[Any], eps: float) -> str | None:
     """One line when FGSM's robust accuracy exceeds the best iterative attack's by more than
-    :data:`OVERFIT_GAP` at ``eps``; ``None`` otherwise."""
+    :data:`OVERFIT_GAP` at ``eps`` and the iterative attack leaves at most :data:`OVERFIT_SHARE`
+    of what FGSM leaves; ``None`` otherwise."""
     rows = [o for o in outcomes if abs(o.eps - eps) < 1e-12]
     fgsm = [o for o in rows if o.attack == "fgsm"]
     iterative = [o for o in rows if o.kind == "iterative"]
@@ -40,7 +44,7 @@ def overfitting_evidence(outcomes: list[Any], eps: float) -> str | None:
         return None
     best = min(iterative, key=lambda o: o.robust_accuracy)
     gap = fgsm[0].robust_accuracy - best.robust_accuracy
-    if gap <= OVERFIT_GAP:
+    if gap <= OVERFIT_GAP or best.robust_accuracy > OVERFIT_SHARE * fgsm[0].robust_accuracy:
         return None
     return (f"eps {eps:g}: FGSM leaves {fgsm[0].robust_accuracy:.3f} but {best.name} {best.robust_accuracy:.3f}"
             f" ({gap:.3f} lower): the model resists single-step attacks only (catastrophic overfitting)")
