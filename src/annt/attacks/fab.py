@@ -119,12 +119,14 @@ def _one_run(
     n, p = x0.shape[0], norm_order(norm)
     flat0 = x0.flatten(1)
 
+    def margin(z: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(t), device=z.device)
+        return z[rows, t] - z[rows, y]
+
     def gradient(x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         t, y = (target, labels) if keep is None else (target[keep], labels[keep])
-        rows = torch.arange(len(t), device=x.device)
-        return input_gradient(model, x, lambda z: z[rows, t] - z[rows, y])
+        return input_gradient(model, x, lambda z: margin(z, t, y))
 
-    rows = torch.arange(n, device=x0.device)
     x1 = start
     best, best_norm = x0.clone(), torch.full((n,), torch.inf, device=x0.device, dtype=x0.dtype)
     again = torch.zeros(n, dtype=torch.int64, device=x0.device)
@@ -132,7 +134,7 @@ def _one_run(
     for step in range(steps):
         with torch.no_grad():
             w = grad.flatten(1)
-            b = (w * x1.flatten(1)).sum(1) - (logits[rows, target] - logits[rows, labels])
+            b = (w * x1.flatten(1)).sum(1) - margin(logits, target, labels)
             d = boundary_projection(torch.cat((x1.flatten(1), flat0)), w.repeat(2, 1), b.repeat(2), norm)
             size = flat_norm(d, p).clamp(min=1e-8)
             d1, d2 = d[:n].view_as(x0), d[n:].view_as(x0)
@@ -152,8 +154,7 @@ def _one_run(
             best_norm = torch.where(better, dist, best_norm)
             x1 = torch.where(bcast(hit, x0), x0 + (x1 - x0) * beta, x1)
         if not last and bool(hit.any()):
-            grad, logits = grad.clone(), logits.clone()
-            grad[hit], logits[hit] = gradient(x1[hit], hit)
+            grad[hit], logits[hit] = gradient(x1[hit], hit)  # both are fresh tensors, no graph behind them
             again += hit
     return best, best_norm, again
 
