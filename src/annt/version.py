@@ -1,4 +1,4 @@
-__version__ = "0.6.2"
+__version__ = "0.6.3"
 
 #: The version that study cells are keyed with (``annt.experiments.cells``): it changes only when
 #: a release changes what an existing cell computes (attack, training or evaluation results), so a

@@ -69,10 +69,17 @@ def exact_labels(fast: nn.Module, model: nn.Module, x: torch.Tensor) -> torch.Te
     if x.shape[0] > default_batch_size(x.device):
         chunks = x.split(default_batch_size(x.device))
         return torch.cat([exact_labels(fast, model, c) for c in chunks])
-    logits = fast(as_model_input(x, fast))
-    top2 = logits.topk(2, dim=1).values if logits.shape[1] > 1 else logits
+    return labels_of(fast(as_model_input(x, fast)), model, x)
+
+
+@torch.no_grad()
+def labels_of(logits: torch.Tensor, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s labels of ``x`` from ``logits``, its inference copy's logits of ``x``: rows
+    whose top-two gap is within ``_TIE_TOL`` are re-evaluated on ``model`` (see
+    :func:`exact_labels`)."""
     labels = logits.argmax(1)
-    if top2.shape[1] > 1:
+    if logits.shape[1] > 1:
+        top2 = logits.topk(2, dim=1).values
         near = (top2[:, 0] - top2[:, 1]) <= _TIE_TOL * (1 + top2[:, 0].abs())
         if bool(near.any()):
             labels[near] = model(x[near]).argmax(1)
