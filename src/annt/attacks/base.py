@@ -113,6 +113,7 @@ def counts(n: int, value: int | torch.Tensor, device: torch.device) -> torch.Ten
 
 
 @torch.no_grad()
+@torch.no_grad()  # labels only: no caller needs a graph behind them
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Labels of ``x`` evaluated in chunks so that large candidate sets fit in memory.
 

@@ -228,9 +228,8 @@ def attack(
             iterations[idx] += 1
         # The searched points end on the decision boundary, labelled on the inference copy and in
         # batches of candidates: judge them on the model itself, in one batch, as evaluation does.
-        with torch.no_grad():
-            adv, confirmed, passes = confirm_on_model(model, inputs, adv.view_as(inputs).clamp(0.0, 1.0),
-                                                      start, labels, targeted)
+        adv, confirmed, passes = confirm_on_model(model, inputs, adv.view_as(inputs).clamp(0.0, 1.0),
+                                                  start, labels, targeted)
         oracle.queries += torch.where(start, passes, 0)
     return AttackResult(
         adversarial=adv,
